@@ -1,0 +1,205 @@
+//! Settings, read once from the environment at start-up and validated; a bad value stops the
+//! process with a message naming the variable. Every variable is listed in `.env.example`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[derive(Clone)]
+pub struct Config {
+    /// `HOST` (`0.0.0.0`): the address to listen on.
+    pub host: IpAddr,
+    /// `PORT` (`3000`): the port to listen on; `0` picks a free one (tests).
+    pub port: u16,
+    /// `DATABASE_URL` (`sqlite://edgemock.db?mode=rwc`): `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS` (`10`).
+    pub database_max_connections: u32,
+    /// `EDGE_URL` (unset): the edge Worker's base URL. Unset disables publishing.
+    pub edge_url: Option<String>,
+    /// `EDGE_PUBLISH_TOKEN` (required with `EDGE_URL`): the secret shared with the edge.
+    pub edge_publish_token: Option<String>,
+    /// `PUBLISH_TIMEOUT_MS` (`10000`): the time limit of one publish request.
+    pub publish_timeout: Duration,
+    /// `LOG_LEVEL` (`info`): a `tracing` filter such as `info` or `edgemock=debug,info`.
+    pub log_level: String,
+    /// `LOG_FORMAT` (`json`): `json` for production, `pretty` for a terminal.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+// Hand-written so the publish token never reaches a log line.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("edge_url", &self.edge_url)
+            .field("edge_publish_token", &self.edge_publish_token.as_ref().map(|_| "<redacted>"))
+            .field("publish_timeout", &self.publish_timeout)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` ⟶ `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 3000,
+            database_url: "sqlite://edgemock.db?mode=rwc".to_owned(),
+            database_max_connections: 10,
+            edge_url: None,
+            edge_publish_token: None,
+            publish_timeout: Duration::from_secs(10),
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Json,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let defaults = Self::default();
+        fn parse<T: std::str::FromStr>(
+            name: &str,
+            raw: Option<String>,
+            default: T,
+        ) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match raw {
+                None => Ok(default),
+                Some(raw) => raw
+                    .trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}")),
+            }
+        }
+        let log_format = match lookup("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => bail!("LOG_FORMAT={other:?} is not valid: use json or pretty"),
+        };
+        let edge_url = lookup("EDGE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &edge_url {
+            reqwest::Url::parse(url).with_context(|| format!("EDGE_URL={url:?} is not a URL"))?;
+        }
+        let edge_publish_token = lookup("EDGE_PUBLISH_TOKEN");
+        if edge_url.is_some() && edge_publish_token.is_none() {
+            bail!(
+                "EDGE_URL is set, so EDGE_PUBLISH_TOKEN must be set too (the secret the edge expects)"
+            );
+        }
+        let config = Self {
+            host: parse("HOST", lookup("HOST"), defaults.host)?,
+            port: parse("PORT", lookup("PORT"), defaults.port)?,
+            database_url: lookup("DATABASE_URL").unwrap_or(defaults.database_url),
+            database_max_connections: parse(
+                "DATABASE_MAX_CONNECTIONS",
+                lookup("DATABASE_MAX_CONNECTIONS"),
+                defaults.database_max_connections,
+            )?,
+            edge_url,
+            edge_publish_token,
+            publish_timeout: Duration::from_millis(parse(
+                "PUBLISH_TIMEOUT_MS",
+                lookup("PUBLISH_TIMEOUT_MS"),
+                10_000u64,
+            )?),
+            log_level: lookup("LOG_LEVEL").unwrap_or(defaults.log_level),
+            log_format,
+        };
+        if config.database_max_connections == 0 {
+            bail!("DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        if !(config.database_url.starts_with("sqlite:")
+            || config.database_url.starts_with("postgres://")
+            || config.database_url.starts_with("postgresql://"))
+        {
+            bail!("DATABASE_URL must start with sqlite:, postgres:// or postgresql://");
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert!(c.edge_url.is_none());
+        let c = from(&[("PORT", "8080"), ("EDGE_URL", "http://x:1/"), ("EDGE_PUBLISH_TOKEN", "t")])
+            .unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.edge_url.as_deref(), Some("http://x:1"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (pairs, needle) in [
+            (vec![("PORT", "eighty")], "PORT"),
+            (vec![("EDGE_URL", "http://x")], "EDGE_PUBLISH_TOKEN"),
+            (vec![("EDGE_URL", "not a url"), ("EDGE_PUBLISH_TOKEN", "t")], "EDGE_URL"),
+            (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        ] {
+            let err = from(&pairs).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let c = from(&[
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("EDGE_URL", "http://e"),
+            ("EDGE_PUBLISH_TOKEN", "s3cret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+    }
+}

@@ -1,0 +1,90 @@
+//! The HTTP layer's one error type. Client errors become
+//! `{"error": {"code", "message", "field"?}}` with their 4xx status; anything unexpected is
+//! logged once, here, with its cause chain and answered as an opaque 500.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request could not be read at all (malformed JSON, a bad query string).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 422: the request was read but a field is invalid.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// 404.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// 405.
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+    /// 409: a uniqueness rule or a concurrent change.
+    #[error("{message}")]
+    Conflict { field: Option<String>, message: String },
+    /// 413.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// 502: a dependency (the edge) refused or failed; the message says how.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 500: never shown to the client beyond its code.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<edgemock_shared::Error> for ApiError {
+    fn from(e: edgemock_shared::Error) -> Self {
+        Self::Invalid { field: e.field, message: e.message }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return Self::Conflict { field: None, message: "that already exists".to_owned() };
+        }
+        Self::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code, None),
+            Self::Invalid { field, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field.clone()))
+            }
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Self::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_failed", None),
+            Self::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "unexpected error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        let message = match &self {
+            Self::Internal(_) => "an unexpected error occurred; it has been logged".to_owned(),
+            Self::Invalid { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(field) = field {
+            error["field"] = json!(field);
+        }
+        (status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}

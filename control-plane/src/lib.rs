@@ -1,0 +1,98 @@
+//! The edgemock control plane: the admin API over SQLite or PostgreSQL, and the publisher
+//! that carries every change to the edge.
+//!
+//! Module map:
+//! - [`config`]: settings from the environment, validated at start-up.
+//! - [`db`]: the pool, migrations and every query.
+//! - [`http`]: the axum router, one module per resource.
+//! - [`publish`]: snapshots to the edge, off the request path, with retries.
+//! - [`error`]: the HTTP layer's error type.
+//! - [`telemetry`]: logging.
+//!
+//! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
+//! `main` and the tests start the server the same way.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod publish;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use crate::publish::{EdgeSink, Publisher, SnapshotSink};
+
+/// A control plane that is bound and ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    publisher: Publisher,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Connects the database, applies migrations, builds the router and binds the port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = db::connect(&config.database_url, config.database_max_connections).await?;
+        let sink: Option<Arc<dyn SnapshotSink>> =
+            match (&config.edge_url, &config.edge_publish_token) {
+                (Some(url), Some(token)) => Some(Arc::new(EdgeSink::new(
+                    url.clone(),
+                    token.clone(),
+                    config.publish_timeout,
+                )?)),
+                _ => None,
+            };
+        let publisher = Publisher::new(db.clone(), sink);
+        let router = http::router(http::AppState { db, publisher: publisher.clone() });
+        let listener = TcpListener::bind((config.host, config.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, router, publisher, addr })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "control plane listening");
+        tokio::spawn(self.publisher.run());
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server failed")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

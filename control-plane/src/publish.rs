@@ -1,0 +1,221 @@
+//! Publishing: every committed change to an API bumps its version; this module carries the
+//! new snapshot to the edge's KV, off the request path, retrying until it lands.
+//!
+//! The database is the outbox: an API is due while `published_version < version`, so a
+//! restart or a crash loses nothing, and several replicas may publish side by side (the edge
+//! keeps the highest version it is given). Admin writes only wake the publisher; they never
+//! wait for the edge.
+//!
+//! How snapshots reach KV sits behind [`SnapshotSink`]. The one implementation,
+//! [`EdgeSink`], calls the Worker's authenticated internal route, which validates the
+//! snapshot with the same engine that will serve it and writes KV through its binding. That
+//! works the same against `wrangler dev` and Cloudflare (see ARCHITECTURE.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use edgemock_shared::{ApiRef, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint, WorkspaceRef};
+use tokio::sync::Notify;
+
+use crate::db::{self, Db, Page};
+
+/// Where published snapshots go.
+#[async_trait]
+pub trait SnapshotSink: Send + Sync + std::fmt::Debug {
+    /// Stores `snapshot` (serialized as `body`) as the current one for its API.
+    async fn put(&self, snapshot: &Snapshot, body: Vec<u8>) -> anyhow::Result<()>;
+}
+
+/// Publishes through the edge Worker's `PUT /__edgemock/v1/snapshots/{slug}`.
+#[derive(Debug)]
+pub struct EdgeSink {
+    client: reqwest::Client,
+    base_url: String,
+    token: String,
+}
+
+impl EdgeSink {
+    pub fn new(base_url: String, token: String, timeout: Duration) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self { client, base_url, token })
+    }
+}
+
+#[async_trait]
+impl SnapshotSink for EdgeSink {
+    async fn put(&self, snapshot: &Snapshot, body: Vec<u8>) -> anyhow::Result<()> {
+        let url = format!("{}/__edgemock/v1/snapshots/{}", self.base_url, snapshot.api.slug);
+        let response = self
+            .client
+            .put(&url)
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        let status = response.status();
+        // 409: the edge already holds a newer version; this one has nothing left to do.
+        if status.is_success() || status == reqwest::StatusCode::CONFLICT {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(anyhow!("PUT {url} answered {status}: {}", text.chars().take(500).collect::<String>()))
+    }
+}
+
+/// Builds an API's snapshot from the database.
+///
+/// Invariant: the API row (and so the version label) is read *before* the endpoints. A write
+/// that commits in between makes the content newer than its label, never older, so the next
+/// round publishes the higher version and no change is ever marked published unsent.
+pub async fn build_snapshot(db: &Db, api_id: &str) -> anyhow::Result<Option<Snapshot>> {
+    let Some(api) = db::select_api(db, api_id).await? else { return Ok(None) };
+    let workspace = db::select_workspace(db, &api.workspace_id)
+        .await?
+        .ok_or_else(|| anyhow!("workspace {} of API {} is missing", api.workspace_id, api.id))?;
+    let rows =
+        db::select_endpoints_of_api(db, &api.id, Page { after: None, limit: i64::MAX }).await?;
+    let mut endpoints = Vec::with_capacity(rows.len());
+    for row in rows {
+        let definition = serde_json::from_str(&row.definition)
+            .with_context(|| format!("endpoint {} has an unreadable definition", row.id))?;
+        endpoints.push(SnapshotEndpoint { id: row.id, definition });
+    }
+    Ok(Some(Snapshot {
+        format_version: SNAPSHOT_FORMAT_VERSION,
+        version: u64::try_from(api.version).unwrap_or_default(),
+        workspace: WorkspaceRef { id: workspace.id, slug: workspace.slug },
+        api: ApiRef { id: api.id, slug: api.slug, name: api.name },
+        endpoints,
+    }))
+}
+
+/// The delay before retry number `attempt` (1-based): 1 s, 2 s, 4 s … capped at 256 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    let secs = 1u64 << attempt.saturating_sub(1).min(8);
+    Duration::from_secs(secs)
+}
+
+/// The publisher: a handle that admin writes use to wake the background loop.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    db: Db,
+    sink: Option<Arc<dyn SnapshotSink>>,
+    wake: Arc<Notify>,
+}
+
+impl Publisher {
+    /// `sink: None` disables publishing (no `EDGE_URL`); versions still advance, so turning
+    /// publishing on later sends everything that is due.
+    pub fn new(db: Db, sink: Option<Arc<dyn SnapshotSink>>) -> Self {
+        Self { db, sink, wake: Arc::new(Notify::new()) }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Tells the loop that something changed. Cheap and never blocks.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes one API now, whatever its state, and records the outcome.
+    pub async fn publish_api(&self, api_id: &str) -> anyhow::Result<()> {
+        let Some(sink) = &self.sink else {
+            return Err(anyhow!("publishing is disabled: EDGE_URL is not set"));
+        };
+        let Some(snapshot) = build_snapshot(&self.db, api_id).await? else { return Ok(()) };
+        let body = serde_json::to_vec(&snapshot)?;
+        let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
+        match sink.put(&snapshot, body).await {
+            Ok(()) => {
+                db::update_api_published(&self.db, api_id, version).await?;
+                tracing::info!(api = %snapshot.api.slug, version, "published");
+                Ok(())
+            }
+            Err(e) => {
+                let attempts = db::select_api(&self.db, api_id)
+                    .await?
+                    .map(|a| a.publish_attempts)
+                    .unwrap_or(0);
+                let delay = retry_delay(u32::try_from(attempts + 1).unwrap_or(u32::MAX));
+                let next = time::OffsetDateTime::now_utc() + delay;
+                let message = format!("{e:#}");
+                db::update_api_publish_failed(
+                    &self.db,
+                    api_id,
+                    &message,
+                    &db::format_timestamp(next),
+                )
+                .await?;
+                tracing::warn!(api = %snapshot.api.slug, version, error = %message, retry_in = ?delay, "publish failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs until the process ends: publishes whatever is due, then sleeps until woken or
+    /// until the next retry is due (at most `POLL`, which also picks up other replicas' work).
+    pub async fn run(self) {
+        const POLL: Duration = Duration::from_secs(5);
+        if !self.enabled() {
+            tracing::warn!("EDGE_URL is not set: changes are stored but not published to the edge");
+            return;
+        }
+        loop {
+            if let Err(e) = self.publish_due().await {
+                tracing::error!(error = format!("{e:#}"), "publisher round failed");
+            }
+            let sleep = match db::select_next_publish_at(&self.db).await {
+                Ok(Some(at)) => {
+                    time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                        .map(|at| {
+                            let wait = at - time::OffsetDateTime::now_utc();
+                            Duration::try_from(wait).unwrap_or(Duration::ZERO).min(POLL)
+                        })
+                        .unwrap_or(POLL)
+                }
+                _ => POLL,
+            };
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn publish_due(&self) -> anyhow::Result<()> {
+        loop {
+            let due = db::select_due_unpublished_apis(&self.db, &db::now(), 32).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut progressed = false;
+            for api in due {
+                // Failures are recorded with their retry time; the loop goes on with the rest.
+                progressed |= self.publish_api(&api.id).await.is_ok();
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_and_cap() {
+        let secs: Vec<u64> = (1..=11).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
+    }
+}

@@ -1,0 +1,28 @@
+//! The edgemock edge runtime: a Cloudflare Worker that serves `/mock/{apiSlug}/…` from API
+//! snapshots kept in Workers KV, with an in-isolate cache in front of KV.
+//!
+//! Module map:
+//! - [`routes`]: request dispatch: mock traffic and the internal publish routes.
+//! - [`store`]: the only module that touches KV; owns the isolate cache.
+//! - [`config`]: settings read from the Worker's bindings.
+//! - [`error`]: JSON error responses.
+//!
+//! This file only holds the Worker's event handlers; they hand off at once.
+
+mod config;
+mod error;
+mod routes;
+mod store;
+
+use worker::{Context, Env, Request, Response, event};
+
+#[event(start)]
+fn start() {
+    // Panics then reach the Worker's log with a message instead of `unreachable`.
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    routes::handle(req, env).await
+}

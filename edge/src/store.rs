@@ -1,0 +1,145 @@
+//! Snapshot storage: the isolate cache in front of Workers KV. The only module that touches KV.
+//!
+//! Lookup order: isolate memory (a compiled [`CompiledApi`] per slug, trusted for
+//! `MOCK_API_CACHE_TTL_SECONDS`) → KV. A missing API is cached too (for the same time), so
+//! a flood of requests for unknown slugs cannot turn into a flood of KV reads. When KV fails
+//! or holds something unreadable, the last good snapshot keeps being served (stale-if-error).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use edgemock_shared::{CompiledApi, Snapshot};
+use worker::kv::KvStore;
+
+use crate::config::SNAPSHOTS_BINDING;
+
+/// How many APIs one isolate keeps compiled. Isolates have 128 MiB; a snapshot is small, but
+/// hostile traffic can name any number of slugs, so the cache is bounded.
+const MAX_CACHED_APIS: usize = 256;
+
+/// After a failed KV read, how long the isolate keeps serving what it has before trying again.
+const ERROR_RETRY_MS: u64 = 1_000;
+
+struct Entry {
+    api: Option<Rc<CompiledApi>>,
+    checked_at_ms: u64,
+}
+
+thread_local! {
+    // Workers run one request at a time per isolate thread; a thread-local is the isolate.
+    static CACHE: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
+}
+
+/// Why a snapshot could not be loaded and nothing older could stand in.
+#[derive(Debug)]
+pub enum LoadError {
+    Kv(String),
+    Unreadable(String),
+}
+
+/// The outcome of a lookup, with where it came from (sent as a response header).
+pub struct Loaded {
+    pub api: Option<Rc<CompiledApi>>,
+    pub source: &'static str,
+}
+
+pub struct Store {
+    kv: KvStore,
+    ttl_ms: u64,
+}
+
+impl Store {
+    pub fn new(env: &worker::Env, ttl_ms: u64) -> worker::Result<Self> {
+        Ok(Self { kv: env.kv(SNAPSHOTS_BINDING)?, ttl_ms })
+    }
+
+    /// The compiled API for `slug`, or `None` when no such API is published.
+    pub async fn load(&self, slug: &str, now_ms: u64) -> Result<Loaded, LoadError> {
+        let cached = CACHE.with(|c| {
+            c.borrow().get(slug).map(|e| (e.api.clone(), now_ms.saturating_sub(e.checked_at_ms)))
+        });
+        if let Some((api, age)) = &cached
+            && *age < self.ttl_ms
+        {
+            return Ok(Loaded { api: api.clone(), source: "isolate" });
+        }
+        let stale = cached.and_then(|(api, _)| api);
+        match self.read(slug).await {
+            Ok(api) => {
+                remember(slug, api.clone(), now_ms);
+                Ok(Loaded { api, source: "kv" })
+            }
+            Err(err) => match stale {
+                Some(api) => {
+                    // Serve the last good snapshot; look again soon, not on every request.
+                    let retry_at =
+                        now_ms.saturating_sub(self.ttl_ms).saturating_add(ERROR_RETRY_MS);
+                    remember(slug, Some(api.clone()), retry_at);
+                    Ok(Loaded { api: Some(api), source: "stale" })
+                }
+                None => Err(err),
+            },
+        }
+    }
+
+    async fn read(&self, slug: &str) -> Result<Option<Rc<CompiledApi>>, LoadError> {
+        let bytes = self
+            .kv
+            .get(&Snapshot::kv_key(slug))
+            .bytes()
+            .await
+            .map_err(|e| LoadError::Kv(e.to_string()))?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        // Reuse the compiled API when KV still holds the version already compiled.
+        let snapshot =
+            Snapshot::from_json(&bytes).map_err(|e| LoadError::Unreadable(e.to_string()))?;
+        let same = CACHE.with(|c| {
+            c.borrow()
+                .get(slug)
+                .and_then(|e| e.api.clone())
+                .filter(|api| api.snapshot().version == snapshot.version)
+        });
+        if let Some(api) = same {
+            return Ok(Some(api));
+        }
+        let api =
+            CompiledApi::compile(snapshot).map_err(|e| LoadError::Unreadable(e.to_string()))?;
+        Ok(Some(Rc::new(api)))
+    }
+
+    /// The version currently stored in KV for `slug`, if any (read past the isolate cache).
+    pub async fn stored_version(&self, slug: &str) -> worker::Result<Option<u64>> {
+        let bytes = self.kv.get(&Snapshot::kv_key(slug)).bytes().await?;
+        Ok(bytes.and_then(|b| Snapshot::from_json(&b).ok()).map(|s| s.version))
+    }
+
+    /// Stores a validated snapshot and makes this isolate serve it at once.
+    pub async fn put(&self, api: CompiledApi, raw: Vec<u8>, now_ms: u64) -> worker::Result<()> {
+        let slug = api.snapshot().api.slug.clone();
+        self.kv.put_bytes(&Snapshot::kv_key(&slug), &raw)?.execute().await?;
+        remember(&slug, Some(Rc::new(api)), now_ms);
+        Ok(())
+    }
+
+    pub async fn delete(&self, slug: &str, now_ms: u64) -> worker::Result<()> {
+        self.kv.delete(&Snapshot::kv_key(slug)).await?;
+        remember(slug, None, now_ms);
+        Ok(())
+    }
+}
+
+fn remember(slug: &str, api: Option<Rc<CompiledApi>>, checked_at_ms: u64) {
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= MAX_CACHED_APIS && !cache.contains_key(slug) {
+            // Evict the entry checked longest ago: the one closest to needing a KV read anyway.
+            if let Some(oldest) =
+                cache.iter().min_by_key(|(_, e)| e.checked_at_ms).map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(slug.to_owned(), Entry { api, checked_at_ms });
+    });
+}
