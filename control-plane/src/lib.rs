@@ -2,12 +2,12 @@
 //! that carries every change to the edge.
 //!
 //! Module map:
-//! - [`config`]: settings from the environment, validated at start-up.
-//! - [`db`]: the pool, migrations and every query.
-//! - [`http`]: the axum router, one module per resource.
-//! - [`publish`]: snapshots to the edge, off the request path, with retries.
-//! - [`error`]: the HTTP layer's error type.
-//! - [`telemetry`]: logging.
+//! - [`config`] — settings from the environment, validated at start-up.
+//! - [`db`] — the pool, migrations and every query.
+//! - [`http`] — the axum router, one module per resource.
+//! - [`publish`] — snapshots to the edge, off the request path, with retries.
+//! - [`error`] — the HTTP layer's error type.
+//! - [`telemetry`] — logging.
 //!
 //! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
 //! `main` and the tests start the server the same way.

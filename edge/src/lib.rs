@@ -2,10 +2,10 @@
 //! snapshots kept in Workers KV, with an in-isolate cache in front of KV.
 //!
 //! Module map:
-//! - [`routes`]: request dispatch: mock traffic and the internal publish routes.
-//! - [`store`]: the only module that touches KV; owns the isolate cache.
-//! - [`config`]: settings read from the Worker's bindings.
-//! - [`error`]: JSON error responses.
+//! - [`routes`] — request dispatch: mock traffic and the internal publish routes.
+//! - [`store`] — the only module that touches KV; owns the isolate cache.
+//! - [`config`] — settings read from the Worker's bindings.
+//! - [`error`] — JSON error responses.
 //!
 //! This file only holds the Worker's event handlers; they hand off at once.
 

@@ -6,11 +6,11 @@
 //! It must keep building for `wasm32-unknown-unknown`.
 //!
 //! Module map:
-//! - [`model`]: the definition model (workspace, API, endpoint, response) and its validation.
-//! - [`snapshot`]: the versioned document the control plane publishes and the edge reads.
-//! - [`routing`]: path-pattern normalisation and request routing with `matchit`.
-//! - [`response`]: turning a static response definition into bytes on the wire.
-//! - [`error`]: the crate's error type.
+//! - [`model`] — the definition model (workspace, API, endpoint, response) and its validation.
+//! - [`snapshot`] — the versioned document the control plane publishes and the edge reads.
+//! - [`routing`] — path-pattern normalisation and request routing with `matchit`.
+//! - [`response`] — turning a static response definition into bytes on the wire.
+//! - [`error`] — the crate's error type.
 
 pub mod error;
 pub mod model;

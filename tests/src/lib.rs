@@ -1,1 +1,395 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: real processes, real ports, real databases.
+//!
+//! - [`Edge`]: the Worker in `wrangler dev` (workerd) with its own local KV state.
+//! - [`Postgres`]: a throwaway PostgreSQL server started from the installed binaries.
+//! - [`ControlPlane`]: the control plane on port 0, in-process, over SQLite or PostgreSQL.
+//! - [`eventually`]: poll with a deadline instead of sleeping.
+//!
+//! Every process is stopped when its handle drops, even when a test fails.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use edgemock_control_plane::{Application, Config};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A port that was free a moment ago (for programs that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Polls `check` until it yields `Some`, or fails after `deadline` naming `what`.
+pub async fn eventually<T, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn kill_group(child: &mut Child) {
+    // wrangler starts workerd as a child: signal the whole process group.
+    let _ =
+        Command::new("kill").args(["-s", "TERM", "--"]).arg(format!("-{}", child.id())).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ =
+        Command::new("kill").args(["-s", "KILL", "--"]).arg(format!("-{}", child.id())).status();
+    let _ = child.wait();
+}
+
+/// The edge Worker running in `wrangler dev`, with local KV kept in a temporary directory.
+#[derive(Debug)]
+pub struct Edge {
+    pub url: String,
+    pub token: String,
+    pub log: PathBuf,
+    child: Child,
+    _state: TempDir,
+}
+
+impl Edge {
+    /// Starts `wrangler dev` (which builds the Worker through `scripts/build-edge`) and waits
+    /// until it answers. `cache_ttl_seconds` is the isolate cache's staleness bound.
+    pub async fn start(token: &str, cache_ttl_seconds: u64) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let root = root();
+        let state = TempDir::new()?;
+        let port = free_port();
+        let log = root.join("target").join(format!("wrangler-dev-{port}.log"));
+        std::fs::create_dir_all(root.join("target"))?;
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        if !wrangler.exists() {
+            bail!("{} is missing: run scripts/setup", wrangler.display());
+        }
+        let child = Command::new(&wrangler)
+            .current_dir(&root)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(state.path())
+            .args(["--var", &format!("EDGE_PUBLISH_TOKEN:{token}")])
+            .args(["--var", &format!("MOCK_API_CACHE_TTL_SECONDS:{cache_ttl_seconds}")])
+            .args(["--show-interactive-dev-session=false", "--log-level", "info"])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log)?)
+            .stderr(File::create(&log)?.try_clone()?)
+            .process_group(0)
+            .spawn()
+            .context("cannot start wrangler dev")?;
+        let mut edge = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            token: token.to_owned(),
+            log,
+            child,
+            _state: state,
+        };
+        let client = reqwest::Client::new();
+        let health = format!("{}/__edgemock/health", edge.url);
+        // The first start builds the Worker; later ones only re-link it.
+        let ready = eventually(Duration::from_secs(300), "wrangler dev to answer", || {
+            let client = client.clone();
+            let health = health.clone();
+            async move { client.get(&health).send().await.ok().filter(|r| r.status().is_success()) }
+        });
+        let exited = async {
+            loop {
+                if let Ok(Some(status)) = edge.child.try_wait() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            result = ready => result.with_context(|| tail(&edge.log, 40))?,
+            status = exited => bail!("wrangler dev exited with {status}:\n{}", tail(&edge.log, 40)),
+        };
+        Ok(edge)
+    }
+
+    /// Writes `value` straight into the edge's local KV with the wrangler CLI, behind the
+    /// Worker's back (as another isolate's publish, or a KV replication, would look to it).
+    pub fn kv_put(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let root = root();
+        let out = Command::new(root.join("node_modules/.bin/wrangler"))
+            .current_dir(&root)
+            .args(["kv", "key", "put", "--binding", "SNAPSHOTS", "--local", "--persist-to"])
+            .arg(self._state.path())
+            .args([key, value])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "wrangler kv key put failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.log, 60)
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// A PostgreSQL server of its own, on a free loopback port, removed when dropped.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres_user: bool,
+    _dir: TempDir,
+}
+
+impl Postgres {
+    /// The directory of `initdb` and `pg_ctl`: `$PG_BIN`, else the newest
+    /// `/usr/lib/postgresql/*/bin`, else wherever `PATH` finds `pg_ctl`.
+    fn bin_dir() -> anyhow::Result<PathBuf> {
+        if let Ok(dir) = std::env::var("PG_BIN") {
+            return Ok(PathBuf::from(dir));
+        }
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let v = e.file_name().to_string_lossy().parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((v, bin))
+            })
+            .collect();
+        versions.sort();
+        if let Some((_, bin)) = versions.pop() {
+            return Ok(bin);
+        }
+        let out = Command::new("sh").args(["-c", "dirname \"$(command -v pg_ctl)\""]).output()?;
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if dir.is_empty() || dir == "." {
+            bail!("no PostgreSQL server binaries found: run scripts/setup (or set PG_BIN)");
+        }
+        Ok(PathBuf::from(dir))
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres_user {
+            // PostgreSQL refuses to run as root.
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = Self::bin_dir()?;
+        let dir = TempDir::new()?;
+        let data = dir.path().join("data");
+        let uid = Command::new("id").arg("-u").output()?;
+        let as_postgres_user = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        if as_postgres_user {
+            let status =
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?;
+            if !status.success() {
+                bail!("cannot hand {} to the postgres user", dir.path().display());
+            }
+        }
+        let pg = Self { port: free_port(), bin, data, as_postgres_user, _dir: dir };
+        let out = pg
+            .command("initdb")
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&pg.data)
+            .output()?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            pg.port,
+            pg.data.display()
+        );
+        let out = pg
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-l"])
+            .arg(pg.data.join("server.log"))
+            .args(["-o", &options, "-D"])
+            .arg(&pg.data)
+            .arg("start")
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl start failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail(&pg.data.join("server.log"), 20)
+            );
+        }
+        Ok(pg)
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn fresh_database(&self) -> anyhow::Result<String> {
+        let name = format!("edgemock_{}", uuid_like());
+        let out = self
+            .command("createdb")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", &name])
+            .output()?;
+        if !out.status.success() {
+            bail!("createdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", self.port))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The control plane, started in-process on port 0, and a client for its admin API.
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub url: String,
+    pub client: reqwest::Client,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is empty or not JSON).
+pub type Reply = (u16, Value);
+
+impl ControlPlane {
+    /// Starts a control plane on `database_url`, publishing to `edge` when given.
+    pub async fn start(database_url: &str, edge: Option<&Edge>) -> anyhow::Result<Self> {
+        let config = Config {
+            host: [127, 0, 0, 1].into(),
+            port: 0,
+            database_url: database_url.to_owned(),
+            edge_url: edge.map(|e| e.url.clone()),
+            edge_publish_token: edge.map(|e| e.token.clone()),
+            log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            ..Config::default()
+        };
+        edgemock_control_plane::telemetry::init(
+            &config.log_level,
+            edgemock_control_plane::config::LogFormat::Pretty,
+        );
+        let app = Application::build(config).await?;
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let server = tokio::spawn(app.run_until_stopped());
+        Ok(Self { url, client: reqwest::Client::new(), server })
+    }
+
+    /// A SQLite database file in `dir`.
+    pub fn sqlite_url(dir: &TempDir) -> String {
+        format!("sqlite://{}?mode=rwc", dir.path().join("edgemock.db").display())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Reply> {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.send(self.client.get(format!("{}{path}", self.url))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        self.send(self.client.post(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    /// Posts raw bytes on a connection of its own: the server may answer (413) and close it
+    /// before reading the whole body, and that must not break the shared client's pool.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<Reply> {
+        let request = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json");
+        self.send(request.body(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        self.send(self.client.put(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Reply> {
+        self.send(self.client.delete(format!("{}{path}", self.url))).await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}

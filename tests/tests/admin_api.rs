@@ -1,0 +1,200 @@
+//! The admin API over HTTP, against real SQLite and a real PostgreSQL server.
+//! The same scenario runs on both databases.
+
+// A failed unwrap in a test is a failed test, with the line that failed.
+#![allow(clippy::unwrap_used)]
+
+use edgemock_e2e::{ControlPlane, Postgres};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+fn field(body: &Value) -> &str {
+    body["error"]["field"].as_str().unwrap_or("<no field>")
+}
+
+async fn admin_api_scenario(cp: &ControlPlane) -> anyhow::Result<()> {
+    // Workspaces: create, conflicts, validation.
+    let (status, ws) =
+        cp.post("/api/v1/workspaces", &json!({"slug": "acme", "name": "Acme"})).await?;
+    assert_eq!(status, 201, "{ws}");
+    assert_eq!(ws["slug"], "acme");
+    let (status, body) = cp.post("/api/v1/workspaces", &json!({"slug": "acme"})).await?;
+    assert_eq!((status, code(&body), field(&body)), (409, "conflict", "slug"), "{body}");
+    for (bad, want_field) in [
+        (json!({"slug": "Not A Slug"}), "slug"),
+        (json!({"slug": ""}), "slug"),
+        (json!({"slug": "ok", "name": "   "}), "name"),
+        (json!({"slug": "ok", "nmae": "typo"}), "nmae"),
+        (json!({"slug": 7}), "slug"),
+        (json!({}), "body"),
+    ] {
+        let (status, body) = cp.post("/api/v1/workspaces", &bad).await?;
+        assert_eq!((status, field(&body)), (422, want_field), "{bad} -> {body}");
+    }
+    let (status, body) = cp.post_raw("/api/v1/workspaces", "{\"slug\": ").await?;
+    assert_eq!((status, code(&body)), (400, "invalid_json"), "{body}");
+    let (status, body) = cp.post_raw("/api/v1/workspaces", vec![b'x'; 5 * 1024 * 1024]).await?;
+    assert_eq!((status, code(&body)), (413, "body_too_large"), "{body}");
+
+    // Addressed by id or slug.
+    let (status, by_id) =
+        cp.get(&format!("/api/v1/workspaces/{}", ws["id"].as_str().unwrap())).await?;
+    assert_eq!((status, &by_id["slug"]), (200, &json!("acme")));
+    let (status, body) = cp.get("/api/v1/workspaces/nobody").await?;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+
+    // Pagination: a cursor walks every workspace exactly once.
+    for i in 0..4 {
+        let (status, _) =
+            cp.post("/api/v1/workspaces", &json!({"slug": format!("ws-{i}")})).await?;
+        assert_eq!(status, 201);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?limit=2&after={c}"),
+            None => "?limit=2".to_owned(),
+        };
+        let (status, page) = cp.get(&format!("/api/v1/workspaces{query}")).await?;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|w| w["slug"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["acme", "ws-0", "ws-1", "ws-2", "ws-3"]);
+    let (status, body) = cp.get("/api/v1/workspaces?limit=100000").await?;
+    assert_eq!((status, field(&body)), (422, "limit"));
+    let (status, body) = cp.get("/api/v1/workspaces?limit=abc").await?;
+    assert_eq!((status, code(&body)), (400, "invalid_query"));
+
+    // APIs: slugs are global across workspaces.
+    let (status, api) =
+        cp.post("/api/v1/workspaces/acme/apis", &json!({"slug": "pets", "name": "Pets"})).await?;
+    assert_eq!(status, 201, "{api}");
+    assert_eq!(api["version"], 1);
+    assert_eq!(api["publish"]["state"], "disabled", "no EDGE_URL in this test");
+    let (status, body) = cp.post("/api/v1/workspaces/ws-0/apis", &json!({"slug": "pets"})).await?;
+    assert_eq!((status, field(&body)), (409, "slug"), "{body}");
+    let (status, body) =
+        cp.post("/api/v1/workspaces/nobody/apis", &json!({"slug": "other"})).await?;
+    assert_eq!(status, 404, "{body}");
+    let (status, list) = cp.get("/api/v1/workspaces/acme/apis").await?;
+    assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 1));
+
+    // Endpoints: create, validate, conflict, replace, delete.
+    let endpoint = json!({
+        "method": "get", "path": "/pets/:id",
+        "response": {"status": 200, "headers": {"x-kind": "pet"}, "body": {"id": 1, "name": "Rex"}}
+    });
+    let (status, created) = cp.post("/api/v1/apis/pets/endpoints", &endpoint).await?;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["method"], "GET");
+    assert_eq!(created["response"]["body"]["name"], "Rex");
+    let endpoint_id = created["id"].as_str().unwrap().to_owned();
+
+    for (bad, want_field) in [
+        (json!({"method": "GET", "path": "/pets/{name}"}), "path"),
+        (json!({"method": "GET", "path": "no-slash"}), "path"),
+        (json!({"method": "GE T", "path": "/x"}), "method"),
+        (json!({"method": "GET", "path": "/x", "response": {"status": 42}}), "response.status"),
+        (
+            json!({"method": "GET", "path": "/x", "response": {"headers": {"bad header": "v"}}}),
+            "response.headers.bad header",
+        ),
+        (json!({"method": "GET", "path": "/x", "response": {"stauts": 200}}), "response.stauts"),
+        (json!({"path": "/x"}), "body"),
+    ] {
+        let (status, body) = cp.post("/api/v1/apis/pets/endpoints", &bad).await?;
+        assert_eq!((status, field(&body)), (422, want_field), "{bad} -> {body}");
+    }
+    // Refused writes leave nothing behind: one endpoint, and the version of one change.
+    let (_, list) = cp.get("/api/v1/apis/pets/endpoints").await?;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let (_, api) = cp.get("/api/v1/apis/pets").await?;
+    assert_eq!(api["version"], 2, "{api}");
+
+    let replaced = json!({"method": "GET", "path": "/pets/{id}", "response": {"status": 203, "body": "changed"}});
+    let (status, body) =
+        cp.put(&format!("/api/v1/apis/pets/endpoints/{endpoint_id}"), &replaced).await?;
+    assert_eq!((status, &body["response"]["body"]), (200, &json!("changed")), "{body}");
+    let (status, _) = cp.put("/api/v1/apis/pets/endpoints/missing", &replaced).await?;
+    assert_eq!(status, 404);
+    let (status, body) = cp.get(&format!("/api/v1/apis/pets/endpoints/{endpoint_id}")).await?;
+    assert_eq!((status, &body["response"]["status"]), (200, &json!(203)));
+
+    // The snapshot is what the edge will get.
+    let (status, snapshot) = cp.get("/api/v1/apis/pets/snapshot").await?;
+    assert_eq!(status, 200);
+    assert_eq!(snapshot["format_version"], 1);
+    assert_eq!(snapshot["version"], 3);
+    assert_eq!(snapshot["workspace"]["slug"], "acme");
+    assert_eq!(snapshot["endpoints"][0]["response"]["body"], "changed");
+
+    let (status, _) = cp.delete(&format!("/api/v1/apis/pets/endpoints/{endpoint_id}")).await?;
+    assert_eq!(status, 204);
+    let (status, _) = cp.delete(&format!("/api/v1/apis/pets/endpoints/{endpoint_id}")).await?;
+    assert_eq!(status, 404);
+    let (_, api) = cp.get("/api/v1/apis/pets").await?;
+    assert_eq!(api["version"], 4, "a refused delete does not bump the version: {api}");
+
+    // Concurrent writers to one API are serialized: every write lands, each bumps once.
+    let writes = (0..16).map(|i| {
+        let body = json!({"method": "GET", "path": format!("/c/{i}"), "response": {"body": i.to_string()}});
+        async move { cp.post("/api/v1/apis/pets/endpoints", &body).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        let (status, body) = result?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, api) = cp.get("/api/v1/apis/pets").await?;
+    assert_eq!(api["version"], 4 + 16, "{api}");
+
+    // Unknown routes and methods answer JSON.
+    let (status, body) = cp.get("/api/v1/nothing-here").await?;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+    let (status, body) = cp.delete("/api/v1/workspaces").await?;
+    assert_eq!((status, code(&body)), (405, "method_not_allowed"));
+    let (status, body) = cp.get("/health/ready").await?;
+    assert_eq!((status, &body["database"]), (200, &json!("ok")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_on_sqlite() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let url = ControlPlane::sqlite_url(&dir);
+    let cp = ControlPlane::start(&url, None).await?;
+    admin_api_scenario(&cp).await?;
+    drop(cp);
+
+    // Everything survives a restart on the same file; migrations are not re-applied.
+    let cp = ControlPlane::start(&url, None).await?;
+    let (status, list) = cp.get("/api/v1/workspaces?limit=10").await?;
+    assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 5));
+    let (_, api) = cp.get("/api/v1/apis/pets").await?;
+    assert_eq!(api["version"], 20);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_on_postgres() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    let url = pg.fresh_database()?;
+    let cp = ControlPlane::start(&url, None).await?;
+    admin_api_scenario(&cp).await?;
+    drop(cp);
+
+    let cp = ControlPlane::start(&url, None).await?;
+    let (_, api) = cp.get("/api/v1/apis/pets").await?;
+    assert_eq!(api["version"], 20);
+    Ok(())
+}
