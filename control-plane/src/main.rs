@@ -4,6 +4,8 @@ use edgemock_control_plane::{Application, Config, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A .env file in the working directory, if any, fills in what the environment lacks.
+    let dotenv = dotenvy::dotenv();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -12,6 +14,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     telemetry::init(&config.log_level, config.log_format);
+    if let Ok(path) = dotenv {
+        tracing::info!(path = %path.display(), "read settings from .env");
+    }
     tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
     Application::build(config).await?.run_until_stopped().await
 }
