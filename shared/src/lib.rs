@@ -9,17 +9,20 @@
 //! - [`model`] — the definition model (workspace, API, endpoint, response) and its validation.
 //! - [`snapshot`] — the versioned document the control plane publishes and the edge reads.
 //! - [`routing`] — path-pattern normalisation and request routing with `matchit`.
+//! - [`request`] — the request as the host hands it in, and a lazily parsed view of it.
 //! - [`response`] — turning a static response definition into bytes on the wire.
 //! - [`error`] — the crate's error type.
 
 pub mod error;
 pub mod model;
+pub mod request;
 pub mod response;
 pub mod routing;
 pub mod snapshot;
 
 pub use error::{Error, Result};
 pub use model::{ApiRef, Body, EndpointDefinition, MethodSpec, StaticResponse, WorkspaceRef};
+pub use request::{Request, RequestView};
 pub use response::MockResponse;
 pub use routing::{CompiledApi, RouteMatch};
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint};

@@ -1,0 +1,199 @@
+//! The request as the engine sees it: what the host (Worker or native server) hands in, and
+//! a parsed view of it built lazily and at most once per request.
+
+use std::cell::OnceCell;
+
+use serde_json::Value;
+
+/// Deepest JSON nesting the engine will parse in a request body. Deeper documents are
+/// treated as non-JSON: `serde_json` recurses, and a hostile body must not exhaust the stack.
+pub const MAX_JSON_DEPTH: usize = 64;
+/// Largest request body the engine will parse as JSON or read as text for conditions and
+/// templates. Larger bodies are still hashed and passed through, never parsed.
+pub const MAX_PARSED_BODY_BYTES: usize = 1024 * 1024;
+
+/// A request, as the host received it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Upper-case method token.
+    pub method: String,
+    /// The path below the API's prefix, starting with `/`, still percent-encoded.
+    pub path: String,
+    /// The raw query string, without `?` (may be empty).
+    pub query: String,
+    /// Header names are compared case-insensitively; repeated headers appear repeatedly.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A lazily parsed view of a [`Request`] plus the path parameters routing captured.
+#[derive(Debug)]
+pub struct RequestView<'r> {
+    pub request: &'r Request,
+    pub params: Vec<(String, String)>,
+    query: OnceCell<Vec<(String, String)>>,
+    cookies: OnceCell<Vec<(String, String)>>,
+    json: OnceCell<Option<Value>>,
+}
+
+impl<'r> RequestView<'r> {
+    pub fn new(request: &'r Request, params: Vec<(String, String)>) -> Self {
+        Self {
+            request,
+            params,
+            query: OnceCell::new(),
+            cookies: OnceCell::new(),
+            json: OnceCell::new(),
+        }
+    }
+
+    /// Query pairs, percent-decoded (`+` as space), in request order.
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        self.query.get_or_init(|| {
+            form_urlencoded::parse(self.request.query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+    }
+
+    /// The first value of query parameter `name`.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query_pairs().iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Cookies from every `Cookie` header, in order.
+    pub fn cookie_pairs(&self) -> &[(String, String)] {
+        self.cookies.get_or_init(|| {
+            self.request
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+                .flat_map(|(_, v)| v.split(';'))
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+                })
+                .collect()
+        })
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookie_pairs().iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A captured path parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as UTF-8 text, if it is text and not too large to read.
+    pub fn text(&self) -> Option<&str> {
+        if self.request.body.len() > MAX_PARSED_BODY_BYTES {
+            return None;
+        }
+        std::str::from_utf8(&self.request.body).ok()
+    }
+
+    /// The body parsed as JSON, if it is JSON within the size and depth limits.
+    pub fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| {
+                let body = &self.request.body;
+                if body.is_empty() || body.len() > MAX_PARSED_BODY_BYTES || too_deep(body) {
+                    return None;
+                }
+                serde_json::from_slice(body).ok()
+            })
+            .as_ref()
+    }
+}
+
+/// Whether `bytes` nests brackets deeper than [`MAX_JSON_DEPTH`], counted without parsing
+/// (brackets inside strings are skipped), so the recursive parser never sees such input.
+pub fn too_deep(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/users/7".into(),
+            query: "a=1&b=x+y&a=2&c=%C3%A9".into(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Cookie".into(), "session=abc; theme=\"dark\"".into()),
+                ("cookie".into(), "lang=fr".into()),
+            ],
+            body: br#"{"user": {"name": "Ada", "tags": ["x"]}}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn parses_what_conditions_and_templates_read() {
+        let r = request();
+        let v = RequestView::new(&r, vec![("id".into(), "7".into())]);
+        assert_eq!(v.query("a"), Some("1"));
+        assert_eq!(v.query("b"), Some("x y"));
+        assert_eq!(v.query("c"), Some("é"));
+        assert_eq!(v.query("zzz"), None);
+        assert_eq!(v.header("content-type"), Some("application/json"));
+        assert_eq!(v.cookie("session"), Some("abc"));
+        assert_eq!(v.cookie("theme"), Some("dark"));
+        assert_eq!(v.cookie("lang"), Some("fr"));
+        assert_eq!(v.param("id"), Some("7"));
+        assert_eq!(v.json().and_then(|j| j.pointer("/user/name")), Some(&Value::from("Ada")));
+    }
+
+    #[test]
+    fn hostile_bodies_are_not_parsed() {
+        let deep = "[".repeat(100_000);
+        let r = Request { body: deep.into_bytes(), ..Default::default() };
+        assert!(RequestView::new(&r, vec![]).json().is_none());
+        let r = Request { body: vec![0xff, 0xfe, b'{'], ..Default::default() };
+        let v = RequestView::new(&r, vec![]);
+        assert!(v.json().is_none() && v.text().is_none());
+        // Brackets inside strings do not count.
+        let ok = format!("{{\"s\": \"{}\"}}", "[".repeat(1000));
+        assert!(!too_deep(ok.as_bytes()));
+        let big = Request { body: vec![b' '; MAX_PARSED_BODY_BYTES + 1], ..Default::default() };
+        assert!(RequestView::new(&big, vec![]).text().is_none());
+    }
+}
