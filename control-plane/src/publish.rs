@@ -90,9 +90,11 @@ pub async fn build_snapshot(db: &Db, api_id: &str) -> anyhow::Result<Option<Snap
     Ok(Some(Snapshot {
         format_version: SNAPSHOT_FORMAT_VERSION,
         version: u64::try_from(api.version).unwrap_or_default(),
-        workspace: WorkspaceRef { id: workspace.id, slug: workspace.slug },
-        api: ApiRef { id: api.id, slug: api.slug, name: api.name },
+        workspace: WorkspaceRef { id: workspace.id, slug: workspace.slug, ..Default::default() },
+        api: ApiRef { id: api.id, slug: api.slug, name: api.name, ..Default::default() },
         endpoints,
+        graphql: Vec::new(),
+        websockets: Vec::new(),
     }))
 }
 

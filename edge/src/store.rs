@@ -1,6 +1,6 @@
 //! Snapshot storage: the isolate cache in front of Workers KV. The only module that touches KV.
 //!
-//! Lookup order: isolate memory (a compiled [`CompiledApi`] per slug, trusted for
+//! Lookup order: isolate memory (a compiled [`Engine`] per slug, trusted for
 //! `MOCK_API_CACHE_TTL_SECONDS`) → KV. A missing API is cached too (for the same time), so
 //! a flood of requests for unknown slugs cannot turn into a flood of KV reads. When KV fails
 //! or holds something unreadable, the last good snapshot keeps being served (stale-if-error).
@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use edgemock_shared::{CompiledApi, Snapshot};
+use edgemock_shared::{Engine, Snapshot};
 use worker::kv::KvStore;
 
 use crate::config::SNAPSHOTS_BINDING;
@@ -22,7 +22,7 @@ const MAX_CACHED_APIS: usize = 256;
 const ERROR_RETRY_MS: u64 = 1_000;
 
 struct Entry {
-    api: Option<Rc<CompiledApi>>,
+    api: Option<Rc<Engine>>,
     checked_at_ms: u64,
 }
 
@@ -40,7 +40,7 @@ pub enum LoadError {
 
 /// The outcome of a lookup, with where it came from (sent as a response header).
 pub struct Loaded {
-    pub api: Option<Rc<CompiledApi>>,
+    pub api: Option<Rc<Engine>>,
     pub source: &'static str,
 }
 
@@ -83,7 +83,7 @@ impl Store {
         }
     }
 
-    async fn read(&self, slug: &str) -> Result<Option<Rc<CompiledApi>>, LoadError> {
+    async fn read(&self, slug: &str) -> Result<Option<Rc<Engine>>, LoadError> {
         let bytes = self
             .kv
             .get(&Snapshot::kv_key(slug))
@@ -104,7 +104,7 @@ impl Store {
             return Ok(Some(api));
         }
         let api =
-            CompiledApi::compile(snapshot).map_err(|e| LoadError::Unreadable(e.to_string()))?;
+            Engine::from_snapshot(snapshot).map_err(|e| LoadError::Unreadable(e.to_string()))?;
         Ok(Some(Rc::new(api)))
     }
 
@@ -115,7 +115,7 @@ impl Store {
     }
 
     /// Stores a validated snapshot and makes this isolate serve it at once.
-    pub async fn put(&self, api: CompiledApi, raw: Vec<u8>, now_ms: u64) -> worker::Result<()> {
+    pub async fn put(&self, api: Engine, raw: Vec<u8>, now_ms: u64) -> worker::Result<()> {
         let slug = api.snapshot().api.slug.clone();
         self.kv.put_bytes(&Snapshot::kv_key(&slug), &raw)?.execute().await?;
         remember(&slug, Some(Rc::new(api)), now_ms);
@@ -129,7 +129,7 @@ impl Store {
     }
 }
 
-fn remember(slug: &str, api: Option<Rc<CompiledApi>>, checked_at_ms: u64) {
+fn remember(slug: &str, api: Option<Rc<Engine>>, checked_at_ms: u64) {
     CACHE.with(|c| {
         let mut cache = c.borrow_mut();
         if cache.len() >= MAX_CACHED_APIS && !cache.contains_key(slug) {

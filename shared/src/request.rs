@@ -31,6 +31,8 @@ pub struct Request {
 pub struct RequestView<'r> {
     pub request: &'r Request,
     pub params: Vec<(String, String)>,
+    /// GraphQL variables, when the request is a GraphQL operation.
+    pub variables: Option<Value>,
     query: OnceCell<Vec<(String, String)>>,
     cookies: OnceCell<Vec<(String, String)>>,
     json: OnceCell<Option<Value>>,
@@ -41,6 +43,7 @@ impl<'r> RequestView<'r> {
         Self {
             request,
             params,
+            variables: None,
             query: OnceCell::new(),
             cookies: OnceCell::new(),
             json: OnceCell::new(),
@@ -103,12 +106,29 @@ impl<'r> RequestView<'r> {
         std::str::from_utf8(&self.request.body).ok()
     }
 
-    /// The body parsed as JSON, if it is JSON within the size and depth limits.
+    /// The body parsed as JSON, if it is JSON within the size and depth limits. A form body
+    /// (`application/x-www-form-urlencoded`) reads as an object of strings (the first value
+    /// of a repeated field).
     pub fn json(&self) -> Option<&Value> {
         self.json
             .get_or_init(|| {
                 let body = &self.request.body;
-                if body.is_empty() || body.len() > MAX_PARSED_BODY_BYTES || too_deep(body) {
+                if body.is_empty() || body.len() > MAX_PARSED_BODY_BYTES {
+                    return None;
+                }
+                let is_form = self.header("content-type").is_some_and(|t| {
+                    t.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("application/x-www-form-urlencoded")
+                });
+                if is_form {
+                    let mut map = serde_json::Map::new();
+                    for (k, v) in form_urlencoded::parse(body) {
+                        map.entry(k.into_owned()).or_insert_with(|| Value::String(v.into_owned()));
+                    }
+                    return Some(Value::Object(map));
+                }
+                if too_deep(body) {
                     return None;
                 }
                 serde_json::from_slice(body).ok()
@@ -193,6 +213,13 @@ mod tests {
         // Brackets inside strings do not count.
         let ok = format!("{{\"s\": \"{}\"}}", "[".repeat(1000));
         assert!(!too_deep(ok.as_bytes()));
+        let form = Request {
+            headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+            body: b"name=Ada+L&x=%F0%9F%98%80&name=second".to_vec(),
+            ..Default::default()
+        };
+        let v = RequestView::new(&form, vec![]);
+        assert_eq!(v.json(), Some(&serde_json::json!({"name": "Ada L", "x": "😀"})));
         let big = Request { body: vec![b' '; MAX_PARSED_BODY_BYTES + 1], ..Default::default() };
         assert!(RequestView::new(&big, vec![]).text().is_none());
     }

@@ -7,12 +7,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{ApiRef, EndpointDefinition, WorkspaceRef};
+use crate::model::{ApiRef, EndpointDefinition, GraphqlOperation, WebSocketEndpoint, WorkspaceRef};
 
 /// The snapshot format this build writes and the newest one it reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Snapshot {
     pub format_version: u32,
     /// Increases by one with every committed change to the API. The edge never replaces a
@@ -21,9 +22,16 @@ pub struct Snapshot {
     pub workspace: WorkspaceRef,
     pub api: ApiRef,
     pub endpoints: Vec<SnapshotEndpoint>,
+    /// GraphQL operations, answered at `/mock-graphql/{apiSlug}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graphql: Vec<GraphqlOperation>,
+    /// WebSocket mocks, at `/ws/{apiSlug}{path}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub websockets: Vec<WebSocketEndpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SnapshotEndpoint {
     pub id: String,
     #[serde(flatten)]
@@ -61,8 +69,13 @@ mod tests {
         Snapshot {
             format_version: SNAPSHOT_FORMAT_VERSION,
             version: 3,
-            workspace: WorkspaceRef { id: "w1".into(), slug: "acme".into() },
-            api: ApiRef { id: "a1".into(), slug: "pets".into(), name: "Pets".into() },
+            workspace: WorkspaceRef { id: "w1".into(), slug: "acme".into(), ..Default::default() },
+            api: ApiRef {
+                id: "a1".into(),
+                slug: "pets".into(),
+                name: "Pets".into(),
+                ..Default::default()
+            },
             endpoints: vec![SnapshotEndpoint {
                 id: "e1".into(),
                 definition: serde_json::from_value(serde_json::json!({
@@ -70,6 +83,8 @@ mod tests {
                 }))
                 .unwrap(),
             }],
+            graphql: vec![],
+            websockets: vec![],
         }
     }
 

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use edgemock_shared::{
-    ApiRef, CompiledApi, EndpointDefinition, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint,
-    StaticResponse, WorkspaceRef,
+    ApiRef, EndpointDefinition, Engine, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint,
+    WorkspaceRef,
 };
 use serde::Serialize;
 
@@ -26,14 +26,13 @@ pub fn router() -> Router<AppState> {
     )
 }
 
-/// An endpoint as the admin API shows it: its definition plus identity and times.
+/// An endpoint as the admin API shows it: its whole definition plus identity and times.
 #[derive(Debug, Serialize)]
 pub struct EndpointView {
     pub id: String,
     pub api_id: String,
-    pub method: String,
-    pub path: String,
-    pub response: StaticResponse,
+    #[serde(flatten)]
+    pub definition: EndpointDefinition,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -49,9 +48,7 @@ impl TryFrom<EndpointRow> for EndpointView {
         Ok(Self {
             id: row.id,
             api_id: row.api_id,
-            method: definition.method.to_string(),
-            path: definition.path,
-            response: definition.response,
+            definition,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -93,11 +90,18 @@ fn check_change(api: &ApiRow, existing: &[EndpointRow], change: &Change<'_>) -> 
     let snapshot = Snapshot {
         format_version: SNAPSHOT_FORMAT_VERSION,
         version: 0,
-        workspace: WorkspaceRef { id: api.workspace_id.clone(), slug: String::new() },
-        api: ApiRef { id: api.id.clone(), slug: api.slug.clone(), name: api.name.clone() },
+        workspace: WorkspaceRef { id: api.workspace_id.clone(), ..Default::default() },
+        api: ApiRef {
+            id: api.id.clone(),
+            slug: api.slug.clone(),
+            name: api.name.clone(),
+            ..Default::default()
+        },
         endpoints,
+        graphql: Vec::new(),
+        websockets: Vec::new(),
     };
-    CompiledApi::compile(snapshot).map(drop).map_err(|e| {
+    Engine::from_snapshot(snapshot).map(drop).map_err(|e| {
         let prefix = format!("endpoints[{changed_index}].");
         match (changed, e.field.strip_prefix(&prefix)) {
             (Some(_), Some(field)) => ApiError::invalid(field, e.message),
