@@ -18,9 +18,10 @@ const SIZES: [usize; 3] = [10, 1_000, 10_000];
 fn snapshot_json(n: usize) -> Vec<u8> {
     let mut endpoints: Vec<Value> = (0..n.saturating_sub(4))
         .map(|i| {
+            let method = ["GET", "POST", "PUT", "DELETE"][i % 4];
             json!({
                 "id": format!("f{i}"),
-                "method": ["GET", "POST", "PUT", "DELETE"][i % 4],
+                "method": method,
                 "path": format!("/svc{}/res{}/:id/sub{}", i % 97, i, i % 13),
                 "response": {"body": {"i": i, "name": format!("resource {i}")}}
             })
@@ -67,7 +68,7 @@ fn snapshot_json(n: usize) -> Vec<u8> {
 
 fn order_body() -> Vec<u8> {
     let items: Vec<Value> =
-        (0..14).map(|i| json!({"sku": format!("AB-{i}"), "qty": i + 1})).collect();
+        (0..38).map(|i| json!({"sku": format!("AB-{i}"), "qty": i + 1})).collect();
     let body = json!({"customer": {"email": "ada@example.com", "name": "Ada Lovelace"}, "items": items, "note": "leave at the door"});
     let bytes = serde_json::to_vec(&body).unwrap();
     assert!((900..1200).contains(&bytes.len()), "about 1 KB: {}", bytes.len());

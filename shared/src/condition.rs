@@ -85,7 +85,11 @@ pub enum Test {
 }
 
 /// The JSON shape of a condition; one source and one test, or one combinator.
+///
+/// Unknown fields are refused even in snapshots: a condition an older edge cannot read must
+/// fail the snapshot loudly rather than be half-understood.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(title = "Condition"))]
 struct RawCondition {

@@ -149,107 +149,44 @@ fn lex(source: &str) -> Result<Vec<Token<'_>>, String> {
 pub fn operations(document: &str) -> Result<Vec<Operation>, String> {
     let tokens = lex(document).map_err(|e| format!("the query is not valid GraphQL: {e}"))?;
     let mut ops = Vec::new();
-    let mut depth = 0usize;
     let mut i = 0;
     while i < tokens.len() {
         match tokens[i] {
-            Token::Punct(b'{' | b'(' | b'[') => {
-                if depth == 0 && tokens[i] == Token::Punct(b'{') {
-                    ops.push(Operation { operation_type: OperationType::Query, name: None });
-                }
-                depth += 1;
-                i += 1;
-                // Skip the whole selection set (or argument list) of this definition.
-                while i < tokens.len() && depth > 0 {
-                    match tokens[i] {
-                        Token::Punct(b'{' | b'(' | b'[') => depth += 1,
-                        Token::Punct(b'}' | b')' | b']') => depth -= 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                if depth > 0 {
-                    return Err("the query is not valid GraphQL: unbalanced brackets".into());
-                }
-                continue;
+            // `{ … }` at the top level: the query shorthand, an anonymous query.
+            Token::Punct(b'{') => {
+                ops.push(Operation { operation_type: OperationType::Query, name: None });
+                i = skip_group(&tokens, i)?;
             }
-            Token::Name(keyword @ ("query" | "mutation" | "subscription")) if depth == 0 => {
-                let operation_type = match keyword {
-                    "query" => OperationType::Query,
-                    "mutation" => OperationType::Mutation,
-                    _ => OperationType::Subscription,
-                };
+            Token::Name(keyword @ ("query" | "mutation" | "subscription" | "fragment")) => {
                 let name = match tokens.get(i + 1) {
                     Some(Token::Name(n)) => Some((*n).to_owned()),
                     _ => None,
                 };
-                ops.push(Operation { operation_type, name });
-                // Skip to this operation's selection set, past variables and directives.
+                let operation_type = match keyword {
+                    "query" => Some(OperationType::Query),
+                    "mutation" => Some(OperationType::Mutation),
+                    "subscription" => Some(OperationType::Subscription),
+                    _ => None,
+                };
+                if let Some(operation_type) = operation_type {
+                    ops.push(Operation { operation_type, name });
+                }
+                // Past the name, variable definitions, type condition and directives to the
+                // selection set, then over it.
                 i += 1;
                 while i < tokens.len() && tokens[i] != Token::Punct(b'{') {
-                    if tokens[i] == Token::Punct(b'(') {
-                        let mut d = 0usize;
-                        while i < tokens.len() {
-                            match tokens[i] {
-                                Token::Punct(b'(') => d += 1,
-                                Token::Punct(b')') => {
-                                    d -= 1;
-                                    if d == 0 {
-                                        break;
-                                    }
-                                }
-                                _ => {}
-                            }
-                            i += 1;
-                        }
-                    }
-                    i += 1;
+                    i = if tokens[i] == Token::Punct(b'(') {
+                        skip_group(&tokens, i)?
+                    } else {
+                        i + 1
+                    };
                 }
-                // The selection set is skipped by the '{' arm, which must not count it as an
-                // anonymous query: step over it here.
-                if i < tokens.len() {
-                    let mut d = 0usize;
-                    while i < tokens.len() {
-                        match tokens[i] {
-                            Token::Punct(b'{') => d += 1,
-                            Token::Punct(b'}') => {
-                                d -= 1;
-                                if d == 0 {
-                                    i += 1;
-                                    break;
-                                }
-                            }
-                            _ => {}
-                        }
-                        i += 1;
-                    }
-                    if d > 0 {
-                        return Err("the query is not valid GraphQL: unbalanced braces".into());
-                    }
+                if i == tokens.len() {
+                    return Err(format!(
+                        "the query is not valid GraphQL: a {keyword} has no selection set"
+                    ));
                 }
-                continue;
-            }
-            Token::Name("fragment") if depth == 0 => {
-                // fragment Name on Type @dirs { … }: skip to and over its selection set.
-                while i < tokens.len() && tokens[i] != Token::Punct(b'{') {
-                    i += 1;
-                }
-                let mut d = 0usize;
-                while i < tokens.len() {
-                    match tokens[i] {
-                        Token::Punct(b'{') => d += 1,
-                        Token::Punct(b'}') => {
-                            d -= 1;
-                            if d == 0 {
-                                i += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                continue;
+                i = skip_group(&tokens, i)?;
             }
             Token::Punct(b'}' | b')' | b']') => {
                 return Err("the query is not valid GraphQL: unbalanced brackets".into());
@@ -261,6 +198,24 @@ pub fn operations(document: &str) -> Result<Vec<Operation>, String> {
         return Err("the query defines no operation".into());
     }
     Ok(ops)
+}
+
+/// The index just past the bracket group that opens at `start`.
+fn skip_group(tokens: &[Token<'_>], start: usize) -> Result<usize, String> {
+    let mut depth = 0usize;
+    for (j, token) in tokens.iter().enumerate().skip(start) {
+        match token {
+            Token::Punct(b'{' | b'(' | b'[') => depth += 1,
+            Token::Punct(b'}' | b')' | b']') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Ok(j + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    Err("the query is not valid GraphQL: unbalanced brackets".into())
 }
 
 /// The operation `request` runs: the one named `operationName`, or the only one.

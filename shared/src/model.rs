@@ -687,6 +687,9 @@ impl OperationType {
 /// A mocked GraphQL operation, answered at the API's GraphQL endpoint. Responses are
 /// GraphQL results: their bodies are objects with `data` and/or `errors`. Rules and `when`
 /// read the operation's variables with `{"variable": "/pointer", …}`.
+///
+/// The response fields repeat [`EndpointDefinition`]'s rather than flatten a shared struct:
+/// serde's `flatten` swallows unknown fields, and the control plane must refuse a typo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct GraphqlOperation {

@@ -112,6 +112,39 @@ async fn admin_api_scenario(cp: &ControlPlane) -> anyhow::Result<()> {
         ),
         (json!({"method": "GET", "path": "/x", "response": {"stauts": 200}}), "response.stauts"),
         (json!({"path": "/x"}), "body"),
+        // What only compiling finds: regexes, schemas, templates, rule targets, proxy targets.
+        (
+            json!({"method": "GET", "path": "/x", "rules": [{"when": {"query": "q", "regex": "(("}, "response": {}}]}),
+            "rules[0].when.regex",
+        ),
+        (
+            json!({"method": "GET", "path": "/x", "when": {"header": "h", "exists": true, "regex": "x"}}),
+            "when",
+        ),
+        (
+            json!({"method": "GET", "path": "/x", "when": {"header": "h", "exits": true}}),
+            "when.exits",
+        ),
+        (
+            json!({"method": "POST", "path": "/x", "validation": {"schema": {"type": "nope"}}}),
+            "validation.schema",
+        ),
+        (
+            json!({"method": "GET", "path": "/x", "response": {"body": "{{ nosuch() }}"}}),
+            "response.body",
+        ),
+        (
+            json!({"method": "GET", "path": "/x", "response": {"body": "{{ 1 | nosuch }}"}}),
+            "response.body",
+        ),
+        (
+            json!({"method": "GET", "path": "/x", "rules": [{"when": {"query": "q", "exists": true}, "response": "ghost"}]}),
+            "rules[0].response",
+        ),
+        (
+            json!({"method": "ANY", "path": "/x/*", "proxy": {"target": "file:///etc/passwd"}}),
+            "proxy.target",
+        ),
     ] {
         let (status, body) = cp.post("/api/v1/apis/pets/endpoints", &bad).await?;
         assert_eq!((status, field(&body)), (422, want_field), "{bad} -> {body}");
