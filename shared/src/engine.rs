@@ -221,6 +221,16 @@ struct Responder {
 }
 
 impl Responder {
+    /// Every response it may give: the default, the alternatives and inline rule responses.
+    fn responses_mut(&mut self) -> impl Iterator<Item = &mut CompiledResponse> {
+        std::iter::once(&mut self.default).chain(self.alternatives.iter_mut()).chain(
+            self.rules.iter_mut().filter_map(|rule| match &mut rule.target {
+                RuleTarget::Inline(b) => Some(b.as_mut()),
+                RuleTarget::Alternative(_) => None,
+            }),
+        )
+    }
+
     /// Whether every request gets the same bytes (no rules, no choice, no templates, no
     /// faults, no delay): only such answers may sit in a shared cache.
     fn is_constant(&self) -> bool {
@@ -257,6 +267,9 @@ enum Segment {
 
 #[derive(Debug)]
 struct CompiledOperation {
+    /// Its index in the snapshot's `graphql` list, for reports (the list is re-ordered by
+    /// priority).
+    index: usize,
     operation_type: OperationType,
     name: String,
     when: Option<CompiledCondition>,
@@ -479,7 +492,7 @@ impl Compiler {
         })
     }
 
-    fn operation(&mut self, op: &GraphqlOperation) -> Result<CompiledOperation> {
+    fn operation(&mut self, index: usize, op: &GraphqlOperation) -> Result<CompiledOperation> {
         if op.name.is_empty() || !(op.name == "*" || is_graphql_name(&op.name)) {
             return Err(Error::new("name", "must be a GraphQL name ([_A-Za-z][_0-9A-Za-z]*) or *"));
         }
@@ -488,8 +501,13 @@ impl Compiler {
                 if i == 0 { "response".to_owned() } else { format!("responses[{}]", i - 1) };
             check_graphql_result(r).map_err(|e| e.within(&field))?;
         }
+        for (i, rule) in op.rules.iter().enumerate() {
+            if let ResponseRef::Inline(r) = &rule.response {
+                check_graphql_result(r).map_err(|e| e.within(&format!("rules[{i}].response")))?;
+            }
+        }
         let when = op.when.as_ref().map(|c| CompiledCondition::compile("when", c)).transpose()?;
-        let responder = self.responder(
+        let mut responder = self.responder(
             &op.response,
             &op.responses,
             op.selection,
@@ -497,7 +515,13 @@ impl Compiler {
             op.delay.as_ref(),
             op.fault.as_ref(),
         )?;
+        // GraphQL results are JSON whatever the body's spelling (a templated text body too).
+        for r in responder.responses_mut() {
+            r.content_type = "application/json";
+            r.fixed = r.render_fixed();
+        }
         Ok(CompiledOperation {
+            index,
             operation_type: op.operation_type,
             name: op.name.clone(),
             when,
@@ -828,7 +852,7 @@ impl Engine {
         let mut operations = Vec::with_capacity(snapshot.graphql.len());
         for (i, op) in snapshot.graphql.iter().enumerate() {
             operations
-                .push(compiler.operation(op).map_err(|e| e.within(&format!("graphql[{i}]")))?);
+                .push(compiler.operation(i, op).map_err(|e| e.within(&format!("graphql[{i}]")))?);
         }
         let mut order: Vec<usize> = (0..operations.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(snapshot.graphql[i].priority));
@@ -871,21 +895,14 @@ impl Engine {
         let base = self.base_headers.clone();
         for e in &mut self.endpoints {
             let cache = e.cache;
-            let r = &mut e.responder;
-            for resp in std::iter::once(&mut r.default).chain(r.alternatives.iter_mut()).chain(
-                r.rules.iter_mut().filter_map(|rule| match &mut rule.target {
-                    RuleTarget::Inline(b) => Some(b.as_mut()),
-                    RuleTarget::Alternative(_) => None,
-                }),
-            ) {
+            for resp in e.responder.responses_mut() {
                 if let Some(fixed) = &mut resp.fixed {
                     decorate(fixed, &base, Some(&cache));
                 }
             }
         }
         for op in &mut self.operations {
-            let r = &mut op.responder;
-            for resp in std::iter::once(&mut r.default).chain(r.alternatives.iter_mut()) {
+            for resp in op.responder.responses_mut() {
                 if let Some(fixed) = &mut resp.fixed {
                     decorate(fixed, &base, None);
                 }
@@ -908,6 +925,16 @@ impl Engine {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut outcome = self.decide(request, now_ms, &mut rng);
         self.add_cors(request, &mut outcome.response);
+        if request.method == "HEAD" {
+            outcome.response.body.clear();
+        }
+        // Only a full 200 answer to a GET may be stored for others: never a 304 or a HEAD.
+        if outcome.kind != OutcomeKind::Served
+            || request.method != "GET"
+            || outcome.response.status != 200
+        {
+            outcome.shared_cache_seconds = None;
+        }
         outcome
     }
 
@@ -1000,9 +1027,6 @@ impl Engine {
                 outcome.shared_cache_seconds = Some(endpoint.cache.max_age_seconds);
             }
             conditional(request, &mut outcome);
-        }
-        if request.method == "HEAD" {
-            outcome.response.body.clear();
         }
         outcome.matched = Some(matched);
         outcome.dedup_key = dedup_key;
@@ -1212,9 +1236,14 @@ impl Engine {
 
     fn add_cors(&self, request: &Request, response: &mut MockResponse) {
         let Some(cors) = &self.cors else { return };
+        let any = cors.allow_origins.iter().any(|o| o == "*");
+        // The answer depends on Origin whenever origins are listed, even when this request
+        // sent none: caches must not hand it to another origin.
+        if (!any || cors.allow_credentials) && !has_header(&response.headers, "vary") {
+            response.headers.push(("vary".into(), "Origin".into()));
+        }
         let view = RequestView::new(request, vec![]);
         let Some(origin) = view.header("origin") else { return };
-        let any = cors.allow_origins.iter().any(|o| o == "*");
         let allowed = any || cors.allow_origins.iter().any(|o| o == origin);
         if !allowed || has_header(&response.headers, "access-control-allow-origin") {
             return;
@@ -1222,9 +1251,6 @@ impl Engine {
         // With credentials, `*` is not allowed by browsers: echo the origin instead.
         let value = if any && !cors.allow_credentials { "*" } else { origin };
         response.headers.push(("access-control-allow-origin".into(), value.to_owned()));
-        if value != "*" {
-            response.headers.push(("vary".into(), "Origin".into()));
-        }
         if cors.allow_credentials {
             response.headers.push(("access-control-allow-credentials".into(), "true".into()));
         }
@@ -1343,7 +1369,7 @@ impl Engine {
         view.variables = Some(gql.variables);
         let name = op.name.clone().unwrap_or_default();
         let mut tried = Vec::new();
-        for (i, candidate) in self.operations.iter().enumerate() {
+        for candidate in &self.operations {
             if candidate.operation_type != op.operation_type
                 || !(candidate.name == "*" || candidate.name == name)
             {
@@ -1351,7 +1377,7 @@ impl Engine {
             }
             if let Some(reason) = candidate.when.as_ref().and_then(|c| c.explain(&view)) {
                 tried.push(NearMiss {
-                    endpoint_id: format!("graphql[{i}]"),
+                    endpoint_id: format!("graphql[{}]", candidate.index),
                     method: candidate.operation_type.as_str().to_owned(),
                     path: candidate.name.clone(),
                     reasons: vec![reason],
@@ -1997,6 +2023,13 @@ mod tests {
         }
         let o = e.handle(&with(req("GET", "/static"), &[("If-None-Match", "\"other\"")], ""), 0, 1);
         assert_eq!(o.response.status, 200);
+        let o = e.handle(&with(req("GET", "/static"), &[("If-None-Match", &tag)], ""), 0, 1);
+        assert_eq!(o.shared_cache_seconds, None, "a 304 is never stored for others");
+        let o = e.handle(&req("HEAD", "/static"), 0, 1);
+        assert_eq!((o.response.body.len(), o.shared_cache_seconds), (0, None));
+        assert_eq!(header(&o, "etag"), Some(tag.as_str()), "HEAD carries GET's validators");
+        let o = e.handle(&req("HEAD", "/nothing"), 0, 1);
+        assert_eq!((o.response.status, o.response.body.len()), (404, 0));
         let o = e.handle(&req("GET", "/dynamic"), 0, 1);
         assert_eq!(o.shared_cache_seconds, None, "a varying answer never sits in a shared cache");
         assert_eq!(header(&o, "etag").map(str::to_owned), Some(http_cache::etag(&o.response.body)));
@@ -2028,6 +2061,7 @@ mod tests {
         assert_eq!(header(&o, "access-control-expose-headers"), Some("x-own"));
         let o = e.handle(&with(req("GET", "/x"), &[("Origin", "https://evil.example")], ""), 0, 1);
         assert_eq!(header(&o, "access-control-allow-origin"), None);
+        assert_eq!(header(&e.handle(&req("GET", "/x"), 0, 1), "vary"), Some("Origin"));
         let o = e.handle(
             &with(
                 req("OPTIONS", "/x"),
@@ -2054,6 +2088,7 @@ mod tests {
                 {"name": "GetUser", "response": {"body": {"data": {"user": {"id": "{{ request.json.variables.id }}", "name": "Ada"}}}},
                  "rules": [{"when": {"variable": "/id", "equals": "0"}, "response": {"body": {"data": {"user": null}, "errors": [{"message": "not found"}]}}}]},
                 {"type": "mutation", "name": "*", "response": {"body": {"data": {"ok": true}}}},
+                {"name": "Count", "response": {"body": "{\"data\": {\"n\": {{ request.json.variables.n * 2 }}}}"}},
             ]}),
         ))
         .unwrap();
@@ -2073,6 +2108,15 @@ mod tests {
         assert_eq!(body_json(&o)["errors"][0]["message"], "not found");
         let o = gql(json!({"query": "mutation Anything { x }"}));
         assert_eq!(body_json(&o), json!({"data": {"ok": true}}));
+        assert_eq!(header(&o, "content-type"), Some("application/json"));
+        assert!(header(&o, "etag").is_some());
+        let o = gql(json!({"query": "query Count { n }", "variables": {"n": 21}}));
+        assert_eq!(body_json(&o), json!({"data": {"n": 42}}));
+        assert_eq!(
+            header(&o, "content-type"),
+            Some("application/json"),
+            "a templated text result is JSON too"
+        );
         let o = gql(json!({"query": "query Other { x }"}));
         assert_eq!((o.kind, o.response.status), (OutcomeKind::NotFound, 404));
         assert_eq!(body_json(&o)["errors"][0]["extensions"]["code"], "MOCK_NOT_FOUND");

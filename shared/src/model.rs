@@ -143,6 +143,12 @@ impl Cors {
                 return Err(Error::new(format!("allow_origins[{i}]"), "is not a valid origin"));
             }
         }
+        if self.allow_credentials && self.allow_origins.iter().any(|o| o == "*") {
+            return Err(Error::new(
+                "allow_credentials",
+                "cannot be combined with the origin '*': list the origins that may send credentials",
+            ));
+        }
         for (i, m) in self.allow_methods.iter().enumerate() {
             MethodSpec::parse(&format!("allow_methods[{i}]"), m)?;
         }
@@ -333,8 +339,9 @@ fn validate_headers(field: &str, headers: &BTreeMap<String, String>) -> Result<(
 impl ResponseDefinition {
     /// Checks what can be checked without compiling (templates are compiled with the API).
     pub fn validate(&self) -> Result<()> {
-        if !(100..=599).contains(&self.status) {
-            return Err(Error::new("status", "must be between 100 and 599"));
+        // 1xx are interim responses no host can send as an answer.
+        if !(200..=599).contains(&self.status) {
+            return Err(Error::new("status", "must be between 200 and 599"));
         }
         validate_headers("headers", &self.headers)?;
         if self.body.len() > MAX_BODY_BYTES {
@@ -433,8 +440,8 @@ impl Fault {
         if !(0.0..=100.0).contains(&self.percent) {
             return Err(Error::new("percent", "must be between 0 and 100"));
         }
-        if !(100..=599).contains(&self.status) {
-            return Err(Error::new("status", "must be between 100 and 599"));
+        if !(200..=599).contains(&self.status) {
+            return Err(Error::new("status", "must be between 200 and 599"));
         }
         Ok(())
     }

@@ -409,9 +409,18 @@ pub fn to_value(json: &serde_json::Value) -> Value {
     }
 }
 
-/// Converts a template value back into JSON (for `json_path`).
+/// Converts a template value back into JSON (for `json_path`). Values nested deeper than
+/// [`crate::request::MAX_JSON_DEPTH`] (a namespace that contains itself, say) become null.
 fn to_json(value: &Value) -> serde_json::Value {
+    to_json_at(value, 0)
+}
+
+fn to_json_at(value: &Value, depth: usize) -> serde_json::Value {
     use minijinja::value::ValueKind as K;
+    if depth > crate::request::MAX_JSON_DEPTH {
+        return serde_json::Value::Null;
+    }
+    let to_json = |v: &Value| to_json_at(v, depth + 1);
     match value.kind() {
         K::Undefined | K::None => serde_json::Value::Null,
         K::Bool => serde_json::Value::Bool(value.is_true()),
@@ -594,7 +603,7 @@ fn now(state: &State, format: Option<String>, kwargs: Kwargs) -> Result<String, 
 fn format_date(value: Value, format: String) -> Result<String, TemplateError> {
     let ms = match value.as_i64() {
         // Numbers below 10^11 are seconds (until the year 5138), others milliseconds.
-        Some(n) if n.abs() < 100_000_000_000 => n * 1000,
+        Some(n) if n.unsigned_abs() < 100_000_000_000 => n * 1000,
         Some(n) => n,
         None => {
             crate::dates::parse_rfc3339_ms(value.as_str().unwrap_or_default()).map_err(invalid)?
@@ -966,6 +975,12 @@ mod tests {
         assert!(err.contains("fuel"), "{err}");
         let err = render("{{ 'x' * 50000000 }}").unwrap_err();
         assert!(["exceeds", "too large", "fuel"].iter().any(|w| err.contains(w)), "{err}");
+        let err = render("{{ -9223372036854775808 | format_date('iso') }}").unwrap_err();
+        assert!(err.contains("range"), "{err}");
+        // A namespace that contains itself: converting it to JSON stops at a depth limit.
+        let out =
+            render("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ json_path(ns, '$.a') }}");
+        assert_eq!(out.as_deref(), Ok("1"));
         let err = render("{{ now(offset='soon') }}").unwrap_err();
         assert!(err.contains("offset"), "{err}");
     }
