@@ -1,5 +1,6 @@
 //! Settings, read from the Worker's bindings (`wrangler.toml` `[vars]`, secrets, KV).
 
+use edgemock_shared::proxy::ProxyPolicy;
 use worker::Env;
 
 /// The KV namespace binding that holds snapshots.
@@ -8,6 +9,9 @@ pub const SNAPSHOTS_BINDING: &str = "SNAPSHOTS";
 /// How long an isolate may serve a cached snapshot before it checks KV again.
 pub const DEFAULT_CACHE_TTL_SECONDS: u64 = 60;
 
+/// The proxy timeout of endpoints that set none.
+pub const DEFAULT_PROXY_TIMEOUT_MS: u32 = 5_000;
+
 #[derive(Debug)]
 pub struct Config {
     /// `MOCK_API_CACHE_TTL_SECONDS`: the staleness bound of the isolate cache.
@@ -15,6 +19,11 @@ pub struct Config {
     /// `EDGE_PUBLISH_TOKEN` (a secret): the bearer token the control plane presents to
     /// publish. `None` disables the publish routes.
     pub publish_token: Option<String>,
+    /// `PROXY_DEFAULT_TIMEOUT` (ms, default 5000, at most 30000): the timeout of proxy
+    /// endpoints that set none.
+    pub proxy_default_timeout_ms: u32,
+    /// `PROXY_ALLOW_HTTP` and `PROXY_ALLOW_PRIVATE_NETWORKS` (both default false).
+    pub proxy_policy: ProxyPolicy,
 }
 
 impl Config {
@@ -31,6 +40,25 @@ impl Config {
             .or_else(|_| env.var("EDGE_PUBLISH_TOKEN").map(|v| v.to_string()))
             .ok()
             .filter(|t| !t.is_empty());
-        Self { cache_ttl_ms: cache_ttl_seconds.saturating_mul(1000), publish_token }
+        let flag = |name: &str| {
+            env.var(name)
+                .map(|v| v.to_string().trim().eq_ignore_ascii_case("true"))
+                .unwrap_or(false)
+        };
+        let proxy_default_timeout_ms = env
+            .var("PROXY_DEFAULT_TIMEOUT")
+            .ok()
+            .and_then(|v| v.to_string().trim().parse::<u32>().ok())
+            .unwrap_or(DEFAULT_PROXY_TIMEOUT_MS)
+            .clamp(1, crate::proxy::MAX_TIMEOUT_MS);
+        Self {
+            cache_ttl_ms: cache_ttl_seconds.saturating_mul(1000),
+            publish_token,
+            proxy_default_timeout_ms,
+            proxy_policy: ProxyPolicy {
+                allow_http: flag("PROXY_ALLOW_HTTP"),
+                allow_private: flag("PROXY_ALLOW_PRIVATE_NETWORKS"),
+            },
+        }
     }
 }

@@ -17,3 +17,13 @@ pub fn json_response(status: u16, value: &Value) -> Result<Response> {
     response.headers_mut().set("cache-control", "no-store")?;
     Ok(response)
 }
+
+/// A response with `status` and `body`; statuses that may carry no body (1xx, 204, 205, 304)
+/// get none, since the runtime refuses to build them with one.
+pub fn with_body(status: u16, body: Vec<u8>) -> Result<Response> {
+    if matches!(status, 100..=199 | 204 | 205 | 304) {
+        Ok(Response::empty()?.with_status(status))
+    } else {
+        Ok(Response::from_bytes(body)?.with_status(status))
+    }
+}

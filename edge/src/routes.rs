@@ -58,12 +58,14 @@ fn random_seed() -> u64 {
 async fn to_engine_request(req: &mut Request, path: &str) -> Result<edgemock_shared::Request> {
     let url = req.url()?;
     let headers = req.headers().entries().collect();
-    let body = match req.method() {
-        Method::Get | Method::Head => Vec::new(),
+    // The method as sent: `worker::Method` maps methods it does not know (PROPFIND …) to GET.
+    let method = req.inner().method().to_ascii_uppercase();
+    let body = match method.as_str() {
+        "GET" | "HEAD" => Vec::new(),
         _ => req.bytes().await.unwrap_or_default(),
     };
     Ok(edgemock_shared::Request {
-        method: req.method().to_string(),
+        method,
         path: path.to_owned(),
         query: url.query().unwrap_or_default().to_owned(),
         headers,
@@ -115,26 +117,34 @@ async fn serve_mock(
     let version = api.snapshot().version.to_string();
     let request = to_engine_request(req, path).await?;
     let outcome = api.handle(&request, now_ms() as i64, random_seed());
-    let mut response = match outcome.kind {
-        // Proxying is carried out by the edge runtime work (issue 4); until then the edge
-        // says so plainly instead of answering something the definition did not ask for.
-        OutcomeKind::Proxy => json_error(
-            501,
-            "proxy_not_supported",
-            "this edge build does not carry out proxy endpoints yet",
-            json!({ "api": slug }),
-        )?,
-        _ => {
-            if outcome.delay_ms > 0 {
-                worker::Delay::from(std::time::Duration::from_millis(u64::from(outcome.delay_ms)))
-                    .await;
+    if outcome.delay_ms > 0 {
+        worker::Delay::from(std::time::Duration::from_millis(u64::from(outcome.delay_ms))).await;
+    }
+    let mut response = match (&outcome.kind, &outcome.proxy) {
+        (OutcomeKind::Proxy, Some(directive)) => {
+            let mut upstream = crate::proxy::forward(
+                &request,
+                directive,
+                config.proxy_policy,
+                config.proxy_default_timeout_ms,
+            )
+            .await?;
+            // The engine's CORS headers belong on whatever the client gets.
+            for (name, value) in &outcome.response.headers {
+                let lower = name.to_ascii_lowercase();
+                if lower.starts_with("access-control-") || lower == "vary" {
+                    upstream.headers_mut().set(name, value)?;
+                }
             }
+            upstream
+        }
+        _ => {
             let mock = outcome.response;
             let headers = Headers::new();
             for (name, value) in &mock.headers {
                 headers.append(name, value)?;
             }
-            Response::from_bytes(mock.body)?.with_status(mock.status).with_headers(headers)
+            crate::error::with_body(mock.status, mock.body)?.with_headers(headers)
         }
     };
     let headers = response.headers_mut();

@@ -20,6 +20,7 @@
 //! - [`http_cache`] — ETags, `If-None-Match`, `Cache-Control`.
 //! - [`hashing`] — the canonical request hash used for deduplication.
 //! - [`graphql`] — reading GraphQL requests and finding the operation they run.
+//! - [`proxy`] — which proxy targets a deployment allows (no private networks by default).
 //! - [`routing`] — path-pattern normalisation to `matchit` syntax.
 //! - [`request`] / [`response`] — the request as the host hands it in, the response as it
 //!   goes out.
@@ -34,6 +35,7 @@ pub mod graphql;
 pub mod hashing;
 pub mod http_cache;
 pub mod model;
+pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod routing;

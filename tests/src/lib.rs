@@ -89,6 +89,15 @@ impl Edge {
     /// Starts `wrangler dev` (which builds the Worker through `scripts/build-edge`) and waits
     /// until it answers. `cache_ttl_seconds` is the isolate cache's staleness bound.
     pub async fn start(token: &str, cache_ttl_seconds: u64) -> anyhow::Result<Self> {
+        Self::start_with(token, cache_ttl_seconds, &[]).await
+    }
+
+    /// As [`Edge::start`], with more `[vars]` for the Worker (`NAME`, `value`).
+    pub async fn start_with(
+        token: &str,
+        cache_ttl_seconds: u64,
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt;
         let root = root();
         let state = TempDir::new()?;
@@ -107,6 +116,7 @@ impl Edge {
             .arg(state.path())
             .args(["--var", &format!("EDGE_PUBLISH_TOKEN:{token}")])
             .args(["--var", &format!("MOCK_API_CACHE_TTL_SECONDS:{cache_ttl_seconds}")])
+            .args(vars.iter().flat_map(|(k, v)| ["--var".to_owned(), format!("{k}:{v}")]))
             .args(["--show-interactive-dev-session=false", "--log-level", "info"])
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")

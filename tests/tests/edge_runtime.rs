@@ -1,0 +1,204 @@
+//! End to end through `wrangler dev`: the edge carrying out what the engine decides —
+//! proxying under the deployment's policy, conditional requests with the engine's ETags.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use edgemock_e2e::{ControlPlane, Edge, eventually};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// An upstream on loopback: `/slow…` answers after 3 s; anything else echoes the request.
+async fn start_upstream() -> anyhow::Result<u16> {
+    async fn echo(request: Request) -> impl IntoResponse {
+        if request.uri().path().starts_with("/base/slow") {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let headers: BTreeMap<String, String> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
+        (
+            [("x-upstream", "yes"), ("connection", "keep-alive")],
+            axum::Json(json!({
+                "method": method, "path": path, "query": query, "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            })),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, Router::new().fallback(echo)).await });
+    Ok(port)
+}
+
+async fn publish(cp: &ControlPlane, api: &str, endpoints: &[Value]) -> anyhow::Result<()> {
+    let (status, body) = cp.post("/api/v1/workspaces/rt/apis", &json!({"slug": api})).await?;
+    assert_eq!(status, 201, "{body}");
+    for e in endpoints {
+        let (status, body) = cp.post(&format!("/api/v1/apis/{api}/endpoints"), e).await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_mode_and_conditional_requests() -> anyhow::Result<()> {
+    let upstream = start_upstream().await?;
+    // This deployment allows loopback over http, as local development does.
+    let edge = Edge::start_with(
+        "rt-token",
+        1,
+        &[
+            ("PROXY_ALLOW_HTTP", "true"),
+            ("PROXY_ALLOW_PRIVATE_NETWORKS", "true"),
+            ("PROXY_DEFAULT_TIMEOUT", "800"),
+        ],
+    )
+    .await?;
+    // And this one is a default, safe deployment.
+    let strict = Edge::start("rt-token-strict", 1).await?;
+    let dir = TempDir::new()?;
+    let strict_dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), Some(&edge)).await?;
+    let strict_cp =
+        ControlPlane::start(&ControlPlane::sqlite_url(&strict_dir), Some(&strict)).await?;
+    let result = scenario(&edge, &strict, &cp, &strict_cp, upstream).await;
+    if result.is_err() {
+        eprintln!(
+            "--- wrangler dev log ---\n{}\n--- strict ---\n{}",
+            edge.log_tail(),
+            strict.log_tail()
+        );
+    }
+    result
+}
+
+async fn scenario(
+    edge: &Edge,
+    strict: &Edge,
+    cp: &ControlPlane,
+    strict_cp: &ControlPlane,
+    upstream: u16,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let target = format!("http://127.0.0.1:{upstream}/base");
+    for cp in [cp, strict_cp] {
+        let (status, _) = cp.post("/api/v1/workspaces", &json!({"slug": "rt"})).await?;
+        assert_eq!(status, 201);
+    }
+    publish(cp, "px", &[
+        json!({"method": "ANY", "path": "/up/*", "proxy": {"target": target,
+            "headers": {"add": {"x-added": "1"}, "override": {"x-over": "set"}, "remove": ["x-drop"]}}}),
+        json!({"method": "GET", "path": "/auth", "proxy": {"target": target, "forward_authorization": true, "forward_cookies": true}}),
+        json!({"method": "GET", "path": "/slow", "proxy": {"target": target}}),
+        json!({"method": "GET", "path": "/fast-timeout", "proxy": {"target": format!("{target}/slow"), "timeout_ms": 300}}),
+        json!({"method": "GET", "path": "/page/:id", "cache": {"mode": "public", "max_age_seconds": 30},
+               "response": {"body": {"page": "{{ request.params.id }}"}}}),
+    ])
+    .await?;
+
+    let url = |path: &str| format!("{}/mock/px{path}", edge.url);
+    let echo = eventually(Duration::from_secs(15), "the proxy endpoint at the edge", || async {
+        let r = client
+            .post(url("/up/users/7?b=2&a=1"))
+            .header("authorization", "Bearer secret")
+            .header("cookie", "session=1")
+            .header("x-drop", "gone")
+            .header("x-over", "client")
+            .header("x-keep", "kept")
+            .body("hello upstream")
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(r)
+    })
+    .await?;
+    assert_eq!(echo.headers()["x-mock-proxied"], "true");
+    assert_eq!(echo.headers()["x-upstream"], "yes");
+    let seen: Value = echo.json().await?;
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["path"], "/base/up/users/7");
+    assert_eq!(seen["query"], "b=2&a=1");
+    assert_eq!(seen["body"], "hello upstream");
+    let h = &seen["headers"];
+    assert_eq!(
+        (h["x-keep"].as_str(), h["x-added"].as_str(), h["x-over"].as_str()),
+        (Some("kept"), Some("1"), Some("set")),
+        "{h}"
+    );
+    assert!(
+        h.get("authorization").is_none() && h.get("cookie").is_none() && h.get("x-drop").is_none(),
+        "{h}"
+    );
+
+    let r = client
+        .get(url("/auth"))
+        .header("authorization", "Bearer secret")
+        .header("cookie", "s=1")
+        .send()
+        .await?;
+    let seen: Value = r.json().await?;
+    assert_eq!(
+        (seen["headers"]["authorization"].as_str(), seen["headers"]["cookie"].as_str()),
+        (Some("Bearer secret"), Some("s=1"))
+    );
+
+    // Timeouts: the deployment's default (800 ms here) and the endpoint's own (300 ms).
+    for (path, timeout) in [("/slow", 800), ("/fast-timeout", 300)] {
+        let started = Instant::now();
+        let r = client.get(url(path)).send().await?;
+        let took = started.elapsed();
+        assert_eq!(r.status(), 504, "{path}");
+        let body: Value = r.json().await?;
+        assert_eq!(
+            (body["error"]["code"].as_str(), body["error"]["timeout_ms"].as_u64()),
+            (Some("proxy_timeout"), Some(timeout))
+        );
+        assert!(
+            took >= Duration::from_millis(timeout) && took < Duration::from_millis(2500),
+            "{path}: {took:?}"
+        );
+    }
+
+    // The engine's ETag and Cache-Control reach the client; a matching If-None-Match is a 304.
+    let r = client.get(url("/page/3")).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=30");
+    let etag = r.headers()["etag"].to_str()?.to_owned();
+    assert_eq!(r.text().await?, r#"{"page":"3"}"#);
+    let r = client.get(url("/page/3")).header("if-none-match", format!("W/{etag}")).send().await?;
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"].to_str()?, etag);
+    let r = client.get(url("/page/4")).header("if-none-match", &etag).send().await?;
+    assert_eq!(r.status(), 200, "another page, another ETag");
+
+    // A default deployment refuses private and plain-http targets.
+    publish(strict_cp, "px", &[
+        json!({"method": "GET", "path": "/up", "proxy": {"target": target}}),
+        json!({"method": "GET", "path": "/loop", "proxy": {"target": format!("https://127.0.0.1:{upstream}")}}),
+    ])
+    .await?;
+    for (path, why) in [("/up", "only https://"), ("/loop", "loopback, private or link-local")] {
+        let r = eventually(Duration::from_secs(15), "the strict edge to serve the API", || async {
+            let r = client.get(format!("{}/mock/px{path}", strict.url)).send().await.ok()?;
+            (r.status() != 404).then_some(r)
+        })
+        .await?;
+        assert_eq!(r.status(), 502, "{path}");
+        let body: Value = r.json().await?;
+        assert_eq!(body["error"]["code"], "proxy_target_forbidden", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(why), "{body}");
+    }
+    Ok(())
+}
