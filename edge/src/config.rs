@@ -9,6 +9,9 @@ pub const SNAPSHOTS_BINDING: &str = "SNAPSHOTS";
 /// How long an isolate may serve a cached snapshot before it checks KV again.
 pub const DEFAULT_CACHE_TTL_SECONDS: u64 = 60;
 
+/// How long deduplicated answers are replayed, by default.
+pub const DEFAULT_DEDUP_TTL_SECONDS: u32 = 60;
+
 /// The proxy timeout of endpoints that set none.
 pub const DEFAULT_PROXY_TIMEOUT_MS: u32 = 5_000;
 
@@ -24,6 +27,8 @@ pub struct Config {
     pub proxy_default_timeout_ms: u32,
     /// `PROXY_ALLOW_HTTP` and `PROXY_ALLOW_PRIVATE_NETWORKS` (both default false).
     pub proxy_policy: ProxyPolicy,
+    /// `DEDUP_TTL_SECONDS` (default 60): how long a deduplicating endpoint replays an answer.
+    pub dedup_ttl_seconds: u32,
 }
 
 impl Config {
@@ -51,7 +56,13 @@ impl Config {
             .and_then(|v| v.to_string().trim().parse::<u32>().ok())
             .unwrap_or(DEFAULT_PROXY_TIMEOUT_MS)
             .clamp(1, crate::proxy::MAX_TIMEOUT_MS);
+        let dedup_ttl_seconds = env
+            .var("DEDUP_TTL_SECONDS")
+            .ok()
+            .and_then(|v| v.to_string().trim().parse::<u32>().ok())
+            .unwrap_or(DEFAULT_DEDUP_TTL_SECONDS);
         Self {
+            dedup_ttl_seconds,
             cache_ttl_ms: cache_ttl_seconds.saturating_mul(1000),
             publish_token,
             proxy_default_timeout_ms,

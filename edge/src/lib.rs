@@ -4,6 +4,7 @@
 //! Module map:
 //! - [`routes`] — request dispatch: mock traffic and the internal publish routes.
 //! - [`store`] — the only module that touches KV; owns the isolate cache.
+//! - [`dedup`] — replaying answers to identical requests (Workers Cache API).
 //! - [`proxy`] — proxy mode: forwarding to an endpoint's target under the deployment's policy.
 //! - [`config`] — settings read from the Worker's bindings.
 //! - [`error`] — JSON error responses.
@@ -11,6 +12,7 @@
 //! This file only holds the Worker's event handlers; they hand off at once.
 
 mod config;
+mod dedup;
 mod error;
 mod proxy;
 mod routes;

@@ -19,6 +19,14 @@ use crate::store::{LoadError, Store};
 const MAX_SNAPSHOT_BYTES: usize = 20 * 1024 * 1024;
 
 const MOCK_PREFIX: &str = "/mock/";
+const GRAPHQL_PREFIX: &str = "/mock-graphql/";
+
+/// Which engine entry point a mock request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Rest,
+    Graphql,
+}
 const SNAPSHOTS_PREFIX: &str = "/__edgemock/v1/snapshots/";
 
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
@@ -30,7 +38,11 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
             None => (rest, "/"),
         };
         let (slug, sub_path) = (slug.to_owned(), sub_path.to_owned());
-        return serve_mock(&mut req, &env, &config, &slug, &sub_path).await;
+        return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::Rest).await;
+    }
+    if let Some(rest) = path.strip_prefix(GRAPHQL_PREFIX) {
+        let slug = rest.strip_suffix('/').unwrap_or(rest).to_owned();
+        return serve_mock(&mut req, &env, &config, &slug, "/", Protocol::Graphql).await;
     }
     if let Some(slug) = path.strip_prefix(SNAPSHOTS_PREFIX) {
         return publish(req, &env, &config, slug).await;
@@ -79,6 +91,7 @@ async fn serve_mock(
     config: &Config,
     slug: &str,
     path: &str,
+    protocol: Protocol,
 ) -> Result<Response> {
     let api_not_found = || {
         json_error(
@@ -116,7 +129,21 @@ async fn serve_mock(
     let Some(api) = loaded.api else { return api_not_found() };
     let version = api.snapshot().version.to_string();
     let request = to_engine_request(req, path).await?;
-    let outcome = api.handle(&request, now_ms() as i64, random_seed());
+    let (now, seed) = (now_ms() as i64, random_seed());
+    let outcome = match protocol {
+        Protocol::Rest => api.handle(&request, now, seed),
+        Protocol::Graphql => api.handle_graphql(&request, now, seed),
+    };
+    // An identical request within the window gets the first answer again.
+    let dedup = outcome.dedup_key.as_deref().map(|key| crate::dedup::Dedup::new(slug, key));
+    if let Some(dedup) = &dedup
+        && let Some(mut replay) = dedup.lookup().await?
+    {
+        let headers = replay.headers_mut();
+        headers.set("x-edgemock-snapshot-version", &version)?;
+        headers.set("x-edgemock-snapshot-source", loaded.source)?;
+        return Ok(replay);
+    }
     if outcome.delay_ms > 0 {
         worker::Delay::from(std::time::Duration::from_millis(u64::from(outcome.delay_ms))).await;
     }
@@ -147,6 +174,9 @@ async fn serve_mock(
             crate::error::with_body(mock.status, mock.body)?.with_headers(headers)
         }
     };
+    if let Some(dedup) = &dedup {
+        response = dedup.store(response, config.dedup_ttl_seconds).await?;
+    }
     let headers = response.headers_mut();
     headers.set("x-edgemock-snapshot-version", &version)?;
     headers.set("x-edgemock-snapshot-source", loaded.source)?;

@@ -977,8 +977,17 @@ impl Engine {
             pattern: endpoint.path.clone(),
             rule: None,
         };
-        let dedup_key =
-            endpoint.dedup.then(|| format!("{}:{}", endpoint.id, hashing::request_hash(request)));
+        // The key holds the API version (a new definition must not replay old answers) and
+        // who asked (a templated answer may quote the caller's credentials).
+        let dedup_key = endpoint.dedup.then(|| {
+            format!(
+                "{}:{}:{}:{}",
+                self.snapshot_version,
+                endpoint.id,
+                hashing::principal(request),
+                hashing::request_hash(request)
+            )
+        });
 
         if let Some((validator, status)) = &endpoint.validator
             && let Some(errors) = validation_errors(validator, &view)
@@ -1994,7 +2003,7 @@ mod tests {
             key("b=2&a=1", r#"{"y":[1,2],"x":1}"#)
         );
         assert_ne!(key("a=1", "{}"), key("a=2", "{}"));
-        assert!(key("", "").starts_with("e1:"));
+        assert!(key("", "").starts_with("1:e1:anonymous:"), "{}", key("", ""));
     }
 
     #[test]

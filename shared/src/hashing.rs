@@ -15,7 +15,8 @@
 //! where `<body>` is, for a JSON body, `json:` and the body re-serialized compactly with
 //! the keys of every object sorted (so key order and whitespace do not matter); otherwise
 //! `raw:` and the bytes as received. Headers are not part of the hash: they carry request
-//! ids, dates and tracing that differ between otherwise identical requests.
+//! ids, dates and tracing that differ between otherwise identical requests; who is asking is
+//! a separate part of the deduplication key ([`principal`]).
 
 use sha2::{Digest, Sha256};
 
@@ -56,6 +57,27 @@ pub fn canonical_form(request: &Request) -> Vec<u8> {
 /// The deduplication hash of `request`: SHA-256 of [`canonical_form`], lower-case hex.
 pub fn request_hash(request: &Request) -> String {
     crate::template::hex(&Sha256::digest(canonical_form(request)))
+}
+
+/// Who sent `request`, as far as deduplication must tell callers apart: SHA-256 (first 16
+/// hex digits) of its `Authorization` and `Cookie` headers, or `anonymous`. A deduplicated
+/// answer is only ever replayed to the same credentials: a templated reply may quote them.
+pub fn principal(request: &Request) -> String {
+    let mut credentials = Vec::new();
+    for (name, value) in &request.headers {
+        if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie") {
+            credentials.extend_from_slice(name.to_ascii_lowercase().as_bytes());
+            credentials.push(b':');
+            credentials.extend_from_slice(value.as_bytes());
+            credentials.push(b'\n');
+        }
+    }
+    if credentials.is_empty() {
+        return "anonymous".to_owned();
+    }
+    let mut hex = crate::template::hex(&Sha256::digest(&credentials));
+    hex.truncate(16);
+    hex
 }
 
 /// Compact JSON with object keys sorted at every depth, whatever map order serde_json was
@@ -213,6 +235,20 @@ mod tests {
             prop_assume!(a != b);
             prop_assert_ne!(request_hash(&req("", &a.to_string())), request_hash(&req("", &b.to_string())));
         }
+    }
+
+    #[test]
+    fn principals_tell_credentials_apart() {
+        let with = |h: &[(&str, &str)]| Request {
+            headers: h.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            ..Default::default()
+        };
+        assert_eq!(principal(&with(&[("x-trace", "1")])), "anonymous");
+        let a = principal(&with(&[("Authorization", "Bearer a")]));
+        assert_eq!(a, principal(&with(&[("authorization", "Bearer a"), ("x-trace", "2")])));
+        assert_ne!(a, principal(&with(&[("authorization", "Bearer b")])));
+        assert_ne!(a, principal(&with(&[("cookie", "Bearer a")])));
+        assert_eq!(a.len(), 16);
     }
 
     #[test]

@@ -105,6 +105,8 @@ async fn scenario(
         json!({"method": "GET", "path": "/fast-timeout", "proxy": {"target": format!("{target}/slow"), "timeout_ms": 300}}),
         json!({"method": "GET", "path": "/page/:id", "cache": {"mode": "public", "max_age_seconds": 30},
                "response": {"body": {"page": "{{ request.params.id }}"}}}),
+        json!({"method": "POST", "path": "/orders", "dedup": true,
+               "response": {"status": 201, "body": {"order": "{{ uuid() }}"}}}),
     ])
     .await?;
 
@@ -182,6 +184,58 @@ async fn scenario(
     assert_eq!(r.headers()["etag"].to_str()?, etag);
     let r = client.get(url("/page/4")).header("if-none-match", &etag).send().await?;
     assert_eq!(r.status(), 200, "another page, another ETag");
+
+    // Deduplication: the same request (key order and query order aside) gets the first
+    // answer again; another body or other credentials do not.
+    let order = |query: &str, body: &str, auth: &str| {
+        client
+            .post(url(&format!("/orders?{query}")))
+            .header("authorization", auth)
+            .body(body.to_owned())
+            .send()
+    };
+    let first = order("a=1&b=2", r#"{"sku": "A", "qty": 1}"#, "Bearer one").await?;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("x-mock-deduplicated").is_none());
+    let first: Value = first.json().await?;
+    let again = order("b=2&a=1", r#"{"qty": 1, "sku": "A"}"#, "Bearer one").await?;
+    assert_eq!(
+        (again.status().as_u16(), again.headers()["x-mock-deduplicated"].to_str()?),
+        (201, "true")
+    );
+    assert_eq!(again.json::<Value>().await?, first);
+    let other_body: Value =
+        order("a=1&b=2", r#"{"sku": "B", "qty": 1}"#, "Bearer one").await?.json().await?;
+    assert_ne!(other_body, first);
+    let other_caller = order("a=1&b=2", r#"{"sku": "A", "qty": 1}"#, "Bearer two").await?;
+    assert!(other_caller.headers().get("x-mock-deduplicated").is_none());
+    assert_ne!(other_caller.json::<Value>().await?, first);
+
+    // GraphQL at /mock-graphql/{apiSlug}, from a snapshot written straight into KV.
+    let snapshot = json!({
+        "format_version": 1, "version": 1,
+        "workspace": {"id": "w", "slug": "rt"},
+        "api": {"id": "g", "slug": "gql", "name": "GraphQL"},
+        "endpoints": [],
+        "graphql": [
+            {"name": "GetUser", "response": {"body": {"data": {"user": {"id": "{{ request.json.variables.id }}"}}}},
+             "rules": [{"when": {"variable": "/id", "equals": "0"}, "response": {"body": {"data": null, "errors": [{"message": "no such user"}]}}}]}
+        ]
+    });
+    edge.kv_put("api:gql", &snapshot.to_string())?;
+    let gql =
+        |body: Value| client.post(format!("{}/mock-graphql/gql", edge.url)).json(&body).send();
+    let r = gql(json!({"query": "query GetUser($id: ID!) { user(id: $id) { id } }", "variables": {"id": "7"}})).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await?, json!({"data": {"user": {"id": "7"}}}));
+    let r =
+        gql(json!({"query": "query GetUser { user { id } }", "variables": {"id": "0"}})).await?;
+    assert_eq!(r.json::<Value>().await?["errors"][0]["message"], "no such user");
+    let r = gql(json!({"query": "query Nope { x }"})).await?;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await?["errors"][0]["extensions"]["code"], "MOCK_NOT_FOUND");
+    let r = gql(json!({"query": "query { broken"})).await?;
+    assert_eq!(r.status(), 400);
 
     // A default deployment refuses private and plain-http targets.
     publish(strict_cp, "px", &[
