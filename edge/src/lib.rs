@@ -6,6 +6,7 @@
 //! - [`store`] — the only module that touches KV; owns the isolate cache.
 //! - [`dedup`] — replaying answers to identical requests (Workers Cache API).
 //! - [`proxy`] — proxy mode: forwarding to an endpoint's target under the deployment's policy.
+//! - [`ws`] — WebSocket mocks: connect, interval and reply messages.
 //! - [`config`] — settings read from the Worker's bindings.
 //! - [`error`] — JSON error responses.
 //!
@@ -17,6 +18,7 @@ mod error;
 mod proxy;
 mod routes;
 mod store;
+mod ws;
 
 use worker::{Context, Env, Request, Response, event};
 

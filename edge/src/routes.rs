@@ -20,12 +20,14 @@ const MAX_SNAPSHOT_BYTES: usize = 20 * 1024 * 1024;
 
 const MOCK_PREFIX: &str = "/mock/";
 const GRAPHQL_PREFIX: &str = "/mock-graphql/";
+const WS_PREFIX: &str = "/ws/";
 
 /// Which engine entry point a mock request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Rest,
     Graphql,
+    WebSocket,
 }
 const SNAPSHOTS_PREFIX: &str = "/__edgemock/v1/snapshots/";
 
@@ -39,6 +41,14 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
         };
         let (slug, sub_path) = (slug.to_owned(), sub_path.to_owned());
         return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::Rest).await;
+    }
+    if let Some(rest) = path.strip_prefix(WS_PREFIX) {
+        let (slug, sub_path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (slug, sub_path) = (slug.to_owned(), sub_path.to_owned());
+        return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::WebSocket).await;
     }
     if let Some(rest) = path.strip_prefix(GRAPHQL_PREFIX) {
         let slug = rest.strip_suffix('/').unwrap_or(rest).to_owned();
@@ -133,6 +143,28 @@ async fn serve_mock(
     let outcome = match protocol {
         Protocol::Rest => api.handle(&request, now, seed),
         Protocol::Graphql => api.handle_graphql(&request, now, seed),
+        Protocol::WebSocket => {
+            let Some(ws) = api.websocket(path) else {
+                return json_error(
+                    404,
+                    "websocket_not_found",
+                    &format!("API '{slug}' has no WebSocket mock at {path}"),
+                    json!({ "api": slug, "path": path }),
+                );
+            };
+            let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+            if !upgrade.eq_ignore_ascii_case("websocket") {
+                let mut response = json_error(
+                    426,
+                    "upgrade_required",
+                    "this is a WebSocket mock: connect with Upgrade: websocket",
+                    json!({ "api": slug, "path": path }),
+                )?;
+                response.headers_mut().set("upgrade", "websocket")?;
+                return Ok(response);
+            }
+            return crate::ws::accept(api.clone(), ws, request, random_seed);
+        }
     };
     // An identical request within the window gets the first answer again.
     let dedup = outcome.dedup_key.as_deref().map(|key| crate::dedup::Dedup::new(slug, key));

@@ -237,6 +237,59 @@ async fn scenario(
     let r = gql(json!({"query": "query { broken"})).await?;
     assert_eq!(r.status(), 400);
 
+    // WebSocket mocks at /ws/{apiSlug}{path}: a greeting on connect, ticks on an interval
+    // (at most 2), replies to matching messages.
+    let snapshot = json!({
+        "format_version": 1, "version": 1,
+        "workspace": {"id": "w", "slug": "rt"},
+        "api": {"id": "l", "slug": "live", "name": "Live"},
+        "endpoints": [],
+        "websockets": [{
+            "path": "/rooms/:room",
+            "on_connect": [{"data": {"type": "welcome", "room": "{{ request.params.room }}"}}],
+            "intervals": [{"every_ms": 300, "max_count": 2, "message": {"data": "tick"}}],
+            "replies": [{"when": {"body": "/type", "equals": "ping"}, "send": [{"data": {"type": "pong", "id": "{{ message_json.id }}"}}]}]
+        }]
+    });
+    edge.kv_put("api:live", &snapshot.to_string())?;
+    let ws_url = format!("{}/ws/live/rooms/lobby", edge.url.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let greeting = loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the socket closed"))??;
+        if let Message::Text(text) = message {
+            break text.to_string();
+        }
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&greeting)?,
+        json!({"type": "welcome", "room": "lobby"})
+    );
+    socket.send(Message::text(r#"{"type": "ping", "id": 5}"#)).await?;
+    socket.send(Message::text("no reply to this")).await?;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => seen.push(text.to_string()),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => anyhow::bail!("socket ended: {other:?}"),
+            Err(_) => {}
+        }
+    }
+    let ticks = seen.iter().filter(|m| *m == "tick").count();
+    let pongs: Vec<Value> = seen.iter().filter_map(|m| serde_json::from_str(m).ok()).collect();
+    assert_eq!(ticks, 2, "{seen:?}");
+    assert_eq!(pongs, [json!({"type": "pong", "id": "5"})], "{seen:?}");
+    socket.close(None).await?;
+    let r = client.get(format!("{}/ws/live/rooms/lobby", edge.url)).send().await?;
+    assert_eq!(r.status(), 426);
+    let r = client.get(format!("{}/ws/live/nowhere", edge.url)).send().await?;
+    assert_eq!(r.status(), 404);
+
     // A default deployment refuses private and plain-http targets.
     publish(strict_cp, "px", &[
         json!({"method": "GET", "path": "/up", "proxy": {"target": target}}),
