@@ -6,6 +6,7 @@
 //! - [`store`] — the only module that touches KV; owns the isolate cache.
 //! - [`dedup`] — replaying answers to identical requests (Workers Cache API).
 //! - [`proxy`] — proxy mode: forwarding to an endpoint's target under the deployment's policy.
+//! - [`rate_limit`] — the per-workspace rate limit, a Durable Object per workspace.
 //! - [`ws`] — WebSocket mocks: connect, interval and reply messages.
 //! - [`config`] — settings read from the Worker's bindings.
 //! - [`error`] — JSON error responses.
@@ -16,6 +17,7 @@ mod config;
 mod dedup;
 mod error;
 mod proxy;
+mod rate_limit;
 mod routes;
 mod store;
 mod ws;

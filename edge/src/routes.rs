@@ -138,6 +138,33 @@ async fn serve_mock(
     };
     let Some(api) = loaded.api else { return api_not_found() };
     let version = api.snapshot().version.to_string();
+    let workspace = &api.snapshot().workspace;
+    let limit = crate::rate_limit::limit_for(env, workspace);
+    let verdict = match crate::rate_limit::check(env, workspace, limit).await {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            // A limiter that cannot answer must not take the mocks down with it.
+            worker::console_error!("rate limiter for workspace {} failed: {e}", workspace.id);
+            None
+        }
+    };
+    if let Some(verdict) = verdict.filter(|v| !v.allowed) {
+        let mut response = json_error(
+            429,
+            "rate_limited",
+            &format!(
+                "workspace '{}' is limited to {} requests a minute; retry in {} s",
+                workspace.slug, verdict.limit, verdict.reset_seconds
+            ),
+            json!({ "limit": verdict.limit, "retry_after_seconds": verdict.reset_seconds }),
+        )?;
+        let headers = response.headers_mut();
+        headers.set("retry-after", &verdict.reset_seconds.to_string())?;
+        for (name, value) in crate::rate_limit::headers(&verdict) {
+            headers.set(name, &value)?;
+        }
+        return Ok(response);
+    }
     let request = to_engine_request(req, path).await?;
     let (now, seed) = (now_ms() as i64, random_seed());
     let outcome = match protocol {
@@ -212,6 +239,11 @@ async fn serve_mock(
     let headers = response.headers_mut();
     headers.set("x-edgemock-snapshot-version", &version)?;
     headers.set("x-edgemock-snapshot-source", loaded.source)?;
+    if let Some(verdict) = &verdict {
+        for (name, value) in crate::rate_limit::headers(verdict) {
+            headers.set(name, &value)?;
+        }
+    }
     Ok(response)
 }
 

@@ -290,6 +290,38 @@ async fn scenario(
     let r = client.get(format!("{}/ws/live/nowhere", edge.url)).send().await?;
     assert_eq!(r.status(), 404);
 
+    // Rate limits per workspace hold across requests (a Durable Object per workspace): this
+    // workspace allows 3 a minute.
+    let snapshot = json!({
+        "format_version": 1, "version": 1,
+        "workspace": {"id": "wl", "slug": "limited", "rate_limit_rpm": 3},
+        "api": {"id": "lim", "slug": "limited", "name": "Limited"},
+        "endpoints": [{"id": "e", "method": "GET", "path": "/x", "response": {"body": "ok"}}]
+    });
+    edge.kv_put("api:limited", &snapshot.to_string())?;
+    let limited = format!("{}/mock/limited/x", edge.url);
+    let r = client.get(&limited).send().await?;
+    assert_eq!(r.status(), 200);
+    let reset: u64 = r.headers()["x-ratelimit-reset"].to_str()?.parse()?;
+    if reset < 5 {
+        // Too close to the end of the minute: start in the next window.
+        tokio::time::sleep(Duration::from_secs(reset + 1)).await;
+        assert_eq!(client.get(&limited).send().await?.status(), 200);
+    }
+    let mut remaining = Vec::new();
+    for _ in 0..2 {
+        let r = client.get(&limited).send().await?;
+        assert_eq!((r.status().as_u16(), r.headers()["x-ratelimit-limit"].to_str()?), (200, "3"));
+        remaining.push(r.headers()["x-ratelimit-remaining"].to_str()?.to_owned());
+    }
+    assert_eq!(remaining, ["1", "0"]);
+    let r = client.get(&limited).send().await?;
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(r.json::<Value>().await?["error"]["code"], "rate_limited");
+
     // A default deployment refuses private and plain-http targets.
     publish(strict_cp, "px", &[
         json!({"method": "GET", "path": "/up", "proxy": {"target": target}}),
