@@ -7,6 +7,7 @@
 //! - [`dedup`] — replaying answers to identical requests (Workers Cache API).
 //! - [`proxy`] — proxy mode: forwarding to an endpoint's target under the deployment's policy.
 //! - [`rate_limit`] — the per-workspace rate limit, a Durable Object per workspace.
+//! - [`shared_cache`] — the Workers Cache API in front of the engine for shareable answers.
 //! - [`ws`] — WebSocket mocks: connect, interval and reply messages.
 //! - [`config`] — settings read from the Worker's bindings.
 //! - [`error`] — JSON error responses.
@@ -19,6 +20,7 @@ mod error;
 mod proxy;
 mod rate_limit;
 mod routes;
+mod shared_cache;
 mod store;
 mod ws;
 
@@ -32,5 +34,12 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    routes::handle(req, env).await
+    match routes::handle(req, env).await {
+        Ok(response) => Ok(response),
+        // Logged once here, with its cause; the client gets an opaque JSON 500.
+        Err(e) => {
+            worker::console_error!("unexpected error: {e}");
+            error::json_error(500, "internal", "the edge failed to answer", serde_json::json!({}))
+        }
+    }
 }

@@ -3,13 +3,14 @@
 //! Safe by default: the target must pass the deployment's [`ProxyPolicy`] (https only, no
 //! private networks, unless `PROXY_ALLOW_HTTP` / `PROXY_ALLOW_PRIVATE_NETWORKS` say so);
 //! the client's `Authorization` and `Cookie` stay behind unless the endpoint forwards them;
-//! hop-by-hop and Cloudflare headers are never forwarded. Every answer carries
+//! hop-by-hop and Cloudflare headers are never forwarded; the upstream's cookies are scoped
+//! to the API's path, since every API shares the edge's origin. Every answer carries
 //! `x-mock-proxied: true`; a timeout is a 504 and an unreachable upstream a 502, both JSON.
 
 use std::time::Duration;
 
 use edgemock_shared::ProxyDirective;
-use edgemock_shared::proxy::{ProxyPolicy, check_target};
+use edgemock_shared::proxy::{ProxyPolicy, check_target, scope_set_cookie};
 use futures_util::future::{Either, select};
 use serde_json::json;
 use worker::{
@@ -57,6 +58,7 @@ pub async fn forward(
     directive: &ProxyDirective,
     policy: ProxyPolicy,
     default_timeout_ms: u32,
+    cookie_path: &str,
 ) -> Result<Response> {
     if let Err(why) = check_target(&directive.url, policy) {
         return json_error(
@@ -130,7 +132,9 @@ pub async fn forward(
     let out = Headers::new();
     for (name, value) in upstream_response.headers().entries() {
         let lower = name.to_ascii_lowercase();
-        if !NOT_FORWARDED.contains(&lower.as_str()) && lower != "content-encoding" {
+        if lower == "set-cookie" {
+            out.append(&name, &scope_set_cookie(&value, cookie_path))?;
+        } else if !NOT_FORWARDED.contains(&lower.as_str()) && lower != "content-encoding" {
             out.append(&name, &value)?;
         }
     }

@@ -166,6 +166,25 @@ async fn serve_mock(
         return Ok(response);
     }
     let request = to_engine_request(req, path).await?;
+    let cache_key = (protocol == Protocol::Rest)
+        .then(|| {
+            let has_cors = api.snapshot().api.cors.is_some();
+            crate::shared_cache::key(slug, api.version(), &request, has_cors)
+        })
+        .flatten();
+    if let Some(key) = &cache_key
+        && let Some(mut hit) = crate::shared_cache::lookup(key).await?
+    {
+        let headers = hit.headers_mut();
+        headers.set("x-edgemock-snapshot-version", &version)?;
+        headers.set("x-edgemock-snapshot-source", loaded.source)?;
+        if let Some(verdict) = &verdict {
+            for (name, value) in crate::rate_limit::headers(verdict) {
+                headers.set(name, &value)?;
+            }
+        }
+        return Ok(hit);
+    }
     let (now, seed) = (now_ms() as i64, random_seed());
     let outcome = match protocol {
         Protocol::Rest => api.handle(&request, now, seed),
@@ -193,6 +212,7 @@ async fn serve_mock(
             return crate::ws::accept(api.clone(), ws, request, random_seed);
         }
     };
+    let shared_cache_seconds = outcome.shared_cache_seconds;
     // An identical request within the window gets the first answer again.
     let dedup = outcome.dedup_key.as_deref().map(|key| crate::dedup::Dedup::new(slug, key));
     if let Some(dedup) = &dedup
@@ -213,6 +233,7 @@ async fn serve_mock(
                 directive,
                 config.proxy_policy,
                 config.proxy_default_timeout_ms,
+                &format!("/mock/{slug}"),
             )
             .await?;
             // The engine's CORS headers belong on whatever the client gets.
@@ -235,6 +256,9 @@ async fn serve_mock(
     };
     if let Some(dedup) = &dedup {
         response = dedup.store(response, config.dedup_ttl_seconds).await?;
+    }
+    if let (Some(key), Some(_)) = (&cache_key, shared_cache_seconds) {
+        crate::shared_cache::store(key, &mut response).await?;
     }
     let headers = response.headers_mut();
     headers.set("x-edgemock-snapshot-version", &version)?;

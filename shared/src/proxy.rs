@@ -59,6 +59,24 @@ pub fn check_target(url: &str, policy: ProxyPolicy) -> Result<(), String> {
     Ok(())
 }
 
+/// Rewrites an upstream's `Set-Cookie` so the cookie stays with the API it came from: every
+/// API is served from the edge's one origin, so an unscoped cookie would be sent to the
+/// others (and forwarded by their proxy endpoints). `Path` becomes `path`; `Domain` goes.
+pub fn scope_set_cookie(value: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = value
+        .split(';')
+        .enumerate()
+        .filter(|(i, part)| {
+            let attr = part.trim().split('=').next().unwrap_or_default().to_ascii_lowercase();
+            *i == 0 || (attr != "path" && attr != "domain")
+        })
+        .map(|(_, part)| part.trim())
+        .collect();
+    let scoped = format!("Path={path}");
+    parts.push(&scoped);
+    parts.join("; ")
+}
+
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -113,6 +131,18 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_are_scoped_to_their_api() {
+        let cases = [
+            ("sid=1", "sid=1; Path=/mock/shop"),
+            ("sid=1; Path=/; Domain=example.com; HttpOnly", "sid=1; HttpOnly; Path=/mock/shop"),
+            ("a=b;path=/x;Secure;SameSite=Lax", "a=b; Secure; SameSite=Lax; Path=/mock/shop"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(scope_set_cookie(raw, "/mock/shop"), want, "{raw}");
+        }
+    }
 
     #[test]
     fn targets_by_policy() {

@@ -29,7 +29,11 @@ async fn start_upstream() -> anyhow::Result<u16> {
         let query = request.uri().query().unwrap_or("").to_owned();
         let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
         (
-            [("x-upstream", "yes"), ("connection", "keep-alive")],
+            [
+                ("x-upstream", "yes"),
+                ("connection", "keep-alive"),
+                ("set-cookie", "up=1; Path=/; Domain=example.com; HttpOnly"),
+            ],
             axum::Json(json!({
                 "method": method, "path": path, "query": query, "headers": headers,
                 "body": String::from_utf8_lossy(&body),
@@ -105,6 +109,8 @@ async fn scenario(
         json!({"method": "GET", "path": "/fast-timeout", "proxy": {"target": format!("{target}/slow"), "timeout_ms": 300}}),
         json!({"method": "GET", "path": "/page/:id", "cache": {"mode": "public", "max_age_seconds": 30},
                "response": {"body": {"page": "{{ request.params.id }}"}}}),
+        json!({"method": "GET", "path": "/catalog", "cache": {"mode": "public", "max_age_seconds": 30},
+               "response": {"body": {"items": ["a", "b"]}}}),
         json!({"method": "POST", "path": "/orders", "dedup": true,
                "response": {"status": 201, "body": {"order": "{{ uuid() }}"}}}),
     ])
@@ -128,6 +134,7 @@ async fn scenario(
     .await?;
     assert_eq!(echo.headers()["x-mock-proxied"], "true");
     assert_eq!(echo.headers()["x-upstream"], "yes");
+    assert_eq!(echo.headers()["set-cookie"], "up=1; HttpOnly; Path=/mock/px", "scoped to the API");
     let seen: Value = echo.json().await?;
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["path"], "/base/up/users/7");
@@ -184,6 +191,18 @@ async fn scenario(
     assert_eq!(r.headers()["etag"].to_str()?, etag);
     let r = client.get(url("/page/4")).header("if-none-match", &etag).send().await?;
     assert_eq!(r.status(), 200, "another page, another ETag");
+    // Shareable answers go through the location's cache: a repeat is a hit, same bytes.
+    let first = client.get(url("/catalog?x=1")).send().await?;
+    assert_eq!(first.headers()["x-edgemock-cache"], "miss");
+    let first_etag = first.headers()["etag"].clone();
+    let first_body = first.text().await?;
+    let again = client.get(url("/catalog?x=1")).send().await?;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["x-edgemock-cache"], "hit");
+    assert_eq!(again.headers()["etag"], first_etag);
+    assert_eq!(again.text().await?, first_body);
+    let templated = client.get(url("/page/9")).send().await?;
+    assert!(templated.headers().get("x-edgemock-cache").is_none(), "templated answers vary");
 
     // Deduplication: the same request (key order and query order aside) gets the first
     // answer again; another body or other credentials do not.
