@@ -14,6 +14,9 @@ pub enum ApiError {
     /// 422: the request was read but a field is invalid.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// 401: a credential is missing or wrong.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 404.
     #[error("{0} not found")]
     NotFound(String),
@@ -66,6 +69,7 @@ impl IntoResponse for ApiError {
             Self::Invalid { field, .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field.clone()))
             }
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),

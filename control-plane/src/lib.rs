@@ -52,7 +52,11 @@ impl Application {
                 _ => None,
             };
         let publisher = Publisher::new(db.clone(), sink);
-        let router = http::router(http::AppState { db, publisher: publisher.clone() });
+        let router = http::router(http::AppState {
+            db,
+            publisher: publisher.clone(),
+            internal_token: config.edge_publish_token.clone(),
+        });
         let listener = TcpListener::bind((config.host, config.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;

@@ -27,6 +27,9 @@ pub struct Config {
     pub proxy_default_timeout_ms: u32,
     /// `PROXY_ALLOW_HTTP` and `PROXY_ALLOW_PRIVATE_NETWORKS` (both default false).
     pub proxy_policy: ProxyPolicy,
+    /// `CONTROL_PLANE_URL`: where the edge fetches a snapshot that KV does not have yet
+    /// (authenticated with `EDGE_PUBLISH_TOKEN`). Unset: KV is the only source.
+    pub control_plane_url: Option<String>,
     /// `DEDUP_TTL_SECONDS` (default 60): how long a deduplicating endpoint replays an answer.
     pub dedup_ttl_seconds: u32,
 }
@@ -61,7 +64,13 @@ impl Config {
             .ok()
             .and_then(|v| v.to_string().trim().parse::<u32>().ok())
             .unwrap_or(DEFAULT_DEDUP_TTL_SECONDS);
+        let control_plane_url = env
+            .var("CONTROL_PLANE_URL")
+            .map(|v| v.to_string().trim().trim_end_matches('/').to_owned())
+            .ok()
+            .filter(|u| !u.is_empty());
         Self {
+            control_plane_url,
             dedup_ttl_seconds,
             cache_ttl_ms: cache_ttl_seconds.saturating_mul(1000),
             publish_token,

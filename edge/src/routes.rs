@@ -114,7 +114,8 @@ async fn serve_mock(
     if validate_slug("apiSlug", slug).is_err() {
         return api_not_found();
     }
-    let store = Store::new(env, config.cache_ttl_ms)?;
+    let store = Store::new(env, config.cache_ttl_ms)?
+        .with_fallback(config.control_plane_url.as_deref(), config.publish_token.as_deref());
     let loaded = match store.load(slug, now_ms()).await {
         Ok(loaded) => loaded,
         Err(LoadError::Kv(e)) => {

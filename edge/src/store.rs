@@ -1,9 +1,11 @@
 //! Snapshot storage: the isolate cache in front of Workers KV. The only module that touches KV.
 //!
 //! Lookup order: isolate memory (a compiled [`Engine`] per slug, trusted for
-//! `MOCK_API_CACHE_TTL_SECONDS`) → KV. A missing API is cached too (for the same time), so
-//! a flood of requests for unknown slugs cannot turn into a flood of KV reads. When KV fails
-//! or holds something unreadable, the last good snapshot keeps being served (stale-if-error).
+//! `MOCK_API_CACHE_TTL_SECONDS`) → KV → on a KV miss, the control plane's internal snapshot
+//! route (`CONTROL_PLANE_URL`), whose answer is written back to KV. A missing API is cached
+//! too (for the same time), so a flood of requests for unknown slugs cannot turn into a
+//! flood of KV reads. When KV or the control plane fails, or KV holds something unreadable,
+//! the last good snapshot keeps being served (stale-if-error).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -47,11 +49,62 @@ pub struct Loaded {
 pub struct Store {
     kv: KvStore,
     ttl_ms: u64,
+    /// The control plane's base URL and the shared secret, for KV misses.
+    fallback: Option<(String, String)>,
 }
 
 impl Store {
     pub fn new(env: &worker::Env, ttl_ms: u64) -> worker::Result<Self> {
-        Ok(Self { kv: env.kv(SNAPSHOTS_BINDING)?, ttl_ms })
+        Ok(Self { kv: env.kv(SNAPSHOTS_BINDING)?, ttl_ms, fallback: None })
+    }
+
+    /// Falls back to the control plane's internal snapshot route when KV has nothing.
+    pub fn with_fallback(mut self, url: Option<&str>, token: Option<&str>) -> Self {
+        self.fallback = url.zip(token).map(|(u, t)| (u.to_owned(), t.to_owned()));
+        self
+    }
+
+    /// Asks the control plane for `slug`'s snapshot and writes it back to KV, so the next
+    /// isolate finds it there. `Ok(None)`: the control plane has no such API.
+    async fn fetch_from_control_plane(
+        &self,
+        slug: &str,
+        now_ms: u64,
+    ) -> Result<Option<Rc<Engine>>, LoadError> {
+        let Some((base, token)) = &self.fallback else { return Ok(None) };
+        let headers = worker::Headers::new();
+        let fail = |e: worker::Error| LoadError::Kv(format!("control plane: {e}"));
+        headers.set("authorization", &format!("Bearer {token}")).map_err(fail)?;
+        let mut init = worker::RequestInit::new();
+        init.with_headers(headers);
+        let url = format!("{base}/internal/v1/snapshots/{slug}");
+        let request = worker::Request::new_with_init(&url, &init).map_err(fail)?;
+        let mut response = worker::Fetch::Request(request).send().await.map_err(fail)?;
+        match response.status_code() {
+            200 => {}
+            404 => return Ok(None),
+            status => {
+                return Err(LoadError::Kv(format!("control plane answered {status} for {url}")));
+            }
+        }
+        let raw = response.bytes().await.map_err(fail)?;
+        let snapshot =
+            Snapshot::from_json(&raw).map_err(|e| LoadError::Unreadable(e.to_string()))?;
+        let engine =
+            Engine::from_snapshot(snapshot).map_err(|e| LoadError::Unreadable(e.to_string()))?;
+        // Written back only if KV still has nothing newer (a publish may have raced us).
+        if self.stored_version(slug).await.ok().flatten().is_none() {
+            let kv_fail = |e: worker::KvError| LoadError::Kv(format!("write-back: {e}"));
+            self.kv
+                .put_bytes(&Snapshot::kv_key(slug), &raw)
+                .map_err(kv_fail)?
+                .execute()
+                .await
+                .map_err(kv_fail)?;
+        }
+        let engine = Rc::new(engine);
+        remember(slug, Some(engine.clone()), now_ms);
+        Ok(Some(engine))
     }
 
     /// The compiled API for `slug`, or `None` when no such API is published.
@@ -66,10 +119,28 @@ impl Store {
         }
         let stale = cached.and_then(|(api, _)| api);
         match self.read(slug).await {
-            Ok(api) => {
-                remember(slug, api.clone(), now_ms);
-                Ok(Loaded { api, source: "kv" })
+            Ok(Some(api)) => {
+                remember(slug, Some(api.clone()), now_ms);
+                Ok(Loaded { api: Some(api), source: "kv" })
             }
+            Ok(None) => match self.fetch_from_control_plane(slug, now_ms).await {
+                Ok(Some(api)) => Ok(Loaded { api: Some(api), source: "control-plane" }),
+                Ok(None) => {
+                    remember(slug, None, now_ms);
+                    Ok(Loaded { api: None, source: "kv" })
+                }
+                // KV has nothing and the control plane cannot say: whatever this isolate
+                // had before is still the best answer.
+                Err(err) => match stale {
+                    Some(api) => {
+                        let retry_at =
+                            now_ms.saturating_sub(self.ttl_ms).saturating_add(ERROR_RETRY_MS);
+                        remember(slug, Some(api.clone()), retry_at);
+                        Ok(Loaded { api: Some(api), source: "stale" })
+                    }
+                    None => Err(err),
+                },
+            },
             Err(err) => match stale {
                 Some(api) => {
                     // Serve the last good snapshot; look again soon, not on every request.

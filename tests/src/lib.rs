@@ -337,12 +337,23 @@ pub type Reply = (u16, Value);
 impl ControlPlane {
     /// Starts a control plane on `database_url`, publishing to `edge` when given.
     pub async fn start(database_url: &str, edge: Option<&Edge>) -> anyhow::Result<Self> {
+        Self::start_with(database_url, edge.map(|e| e.url.clone()), edge.map(|e| e.token.clone()))
+            .await
+    }
+
+    /// Starts a control plane that publishes to `edge_url` (if any) and answers the edge's
+    /// internal routes with `token` (if any).
+    pub async fn start_with(
+        database_url: &str,
+        edge_url: Option<String>,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
         let config = Config {
             host: [127, 0, 0, 1].into(),
             port: 0,
             database_url: database_url.to_owned(),
-            edge_url: edge.map(|e| e.url.clone()),
-            edge_publish_token: edge.map(|e| e.token.clone()),
+            edge_url,
+            edge_publish_token: token,
             log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             ..Config::default()
         };

@@ -360,3 +360,50 @@ async fn scenario(
     }
     Ok(())
 }
+
+/// A KV miss falls back to the control plane's internal snapshot route, and the answer is
+/// written back to KV: the edge keeps serving it when the control plane is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_misses_fall_back_to_the_control_plane() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    // This control plane never publishes: the edge can only learn of the API by asking.
+    let cp =
+        ControlPlane::start_with(&ControlPlane::sqlite_url(&dir), None, Some("fb-token".into()))
+            .await?;
+    let edge = Edge::start_with("fb-token", 1, &[("CONTROL_PLANE_URL", &cp.url)]).await?;
+    let result = fallback_scenario(&edge, cp).await;
+    if result.is_err() {
+        eprintln!("--- wrangler dev log ---\n{}", edge.log_tail());
+    }
+    result
+}
+
+async fn fallback_scenario(edge: &Edge, cp: ControlPlane) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    // The internal route wants the shared secret.
+    let r = client.get(format!("{}/internal/v1/snapshots/late", cp.url)).send().await?;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await?["error"]["code"], "unauthorized");
+
+    let (status, _) = cp.post("/api/v1/workspaces", &json!({"slug": "rt"})).await?;
+    assert_eq!(status, 201);
+    let hello =
+        json!({"method": "GET", "path": "/hello", "response": {"body": "from the control plane"}});
+    publish(&cp, "late", &[hello]).await?;
+    let r = client.get(format!("{}/mock/late/hello", edge.url)).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-edgemock-snapshot-source"], "control-plane");
+    assert_eq!(r.text().await?, "from the control plane");
+    let r = client.get(format!("{}/mock/unknown-api/x", edge.url)).send().await?;
+    assert_eq!(r.status(), 404, "the control plane does not know it either");
+
+    // With the control plane gone, the snapshot written back to KV still serves, after the
+    // isolate's own copy has expired.
+    drop(cp);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = client.get(format!("{}/mock/late/hello", edge.url)).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-edgemock-snapshot-source"], "kv");
+    assert_eq!(r.text().await?, "from the control plane");
+    Ok(())
+}

@@ -4,6 +4,7 @@
 mod apis;
 mod endpoints;
 mod health;
+mod internal;
 mod workspaces;
 
 use axum::Router;
@@ -26,6 +27,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub db: Db,
     pub publisher: Publisher,
+    /// The secret the edge presents on internal routes (`EDGE_PUBLISH_TOKEN`); `None`
+    /// disables them.
+    pub internal_token: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
+        .merge(internal::router())
         .merge(health::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
