@@ -66,11 +66,7 @@ impl Store {
 
     /// Asks the control plane for `slug`'s snapshot and writes it back to KV, so the next
     /// isolate finds it there. `Ok(None)`: the control plane has no such API.
-    async fn fetch_from_control_plane(
-        &self,
-        slug: &str,
-        now_ms: u64,
-    ) -> Result<Option<Rc<Engine>>, LoadError> {
+    async fn fetch_from_control_plane(&self, slug: &str) -> Result<Option<Rc<Engine>>, LoadError> {
         let Some((base, token)) = &self.fallback else { return Ok(None) };
         let headers = worker::Headers::new();
         let fail = |e: worker::Error| LoadError::Kv(format!("control plane: {e}"));
@@ -102,9 +98,7 @@ impl Store {
                 .await
                 .map_err(kv_fail)?;
         }
-        let engine = Rc::new(engine);
-        remember(slug, Some(engine.clone()), now_ms);
-        Ok(Some(engine))
+        Ok(Some(Rc::new(engine)))
     }
 
     /// The compiled API for `slug`, or `None` when no such API is published.
@@ -118,32 +112,23 @@ impl Store {
             return Ok(Loaded { api: api.clone(), source: "isolate" });
         }
         let stale = cached.and_then(|(api, _)| api);
-        match self.read(slug).await {
-            Ok(Some(api)) => {
-                remember(slug, Some(api.clone()), now_ms);
-                Ok(Loaded { api: Some(api), source: "kv" })
+        let found = match self.read(slug).await {
+            Ok(Some(api)) => Ok((Some(api), "kv")),
+            Ok(None) => self.fetch_from_control_plane(slug).await.map(|api| match api {
+                Some(api) => (Some(api), "control-plane"),
+                None => (None, "kv"),
+            }),
+            Err(err) => Err(err),
+        };
+        match found {
+            Ok((api, source)) => {
+                remember(slug, api.clone(), now_ms);
+                Ok(Loaded { api, source })
             }
-            Ok(None) => match self.fetch_from_control_plane(slug, now_ms).await {
-                Ok(Some(api)) => Ok(Loaded { api: Some(api), source: "control-plane" }),
-                Ok(None) => {
-                    remember(slug, None, now_ms);
-                    Ok(Loaded { api: None, source: "kv" })
-                }
-                // KV has nothing and the control plane cannot say: whatever this isolate
-                // had before is still the best answer.
-                Err(err) => match stale {
-                    Some(api) => {
-                        let retry_at =
-                            now_ms.saturating_sub(self.ttl_ms).saturating_add(ERROR_RETRY_MS);
-                        remember(slug, Some(api.clone()), retry_at);
-                        Ok(Loaded { api: Some(api), source: "stale" })
-                    }
-                    None => Err(err),
-                },
-            },
+            // A source failed: whatever this isolate had before is still the best answer
+            // (stale-if-error). Look again soon, not on every request.
             Err(err) => match stale {
                 Some(api) => {
-                    // Serve the last good snapshot; look again soon, not on every request.
                     let retry_at =
                         now_ms.saturating_sub(self.ttl_ms).saturating_add(ERROR_RETRY_MS);
                     remember(slug, Some(api.clone()), retry_at);
