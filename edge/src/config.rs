@@ -36,11 +36,8 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Self {
-        let cache_ttl_seconds = env
-            .var("MOCK_API_CACHE_TTL_SECONDS")
-            .ok()
-            .and_then(|v| v.to_string().trim().parse::<u64>().ok())
-            .unwrap_or(DEFAULT_CACHE_TTL_SECONDS);
+        let cache_ttl_seconds =
+            number(env, "MOCK_API_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS);
         // Secrets are preferred; a plain var is accepted so `wrangler dev --var` works.
         let publish_token = env
             .secret("EDGE_PUBLISH_TOKEN")
@@ -48,27 +45,13 @@ impl Config {
             .or_else(|_| env.var("EDGE_PUBLISH_TOKEN").map(|v| v.to_string()))
             .ok()
             .filter(|t| !t.is_empty());
-        let flag = |name: &str| {
-            env.var(name)
-                .map(|v| v.to_string().trim().eq_ignore_ascii_case("true"))
-                .unwrap_or(false)
-        };
-        let proxy_default_timeout_ms = env
-            .var("PROXY_DEFAULT_TIMEOUT")
-            .ok()
-            .and_then(|v| v.to_string().trim().parse::<u32>().ok())
-            .unwrap_or(DEFAULT_PROXY_TIMEOUT_MS)
-            .clamp(1, crate::proxy::MAX_TIMEOUT_MS);
-        let dedup_ttl_seconds = env
-            .var("DEDUP_TTL_SECONDS")
-            .ok()
-            .and_then(|v| v.to_string().trim().parse::<u32>().ok())
-            .unwrap_or(DEFAULT_DEDUP_TTL_SECONDS);
-        let control_plane_url = env
-            .var("CONTROL_PLANE_URL")
-            .map(|v| v.to_string().trim().trim_end_matches('/').to_owned())
-            .ok()
-            .filter(|u| !u.is_empty());
+        let flag = |name: &str| text(env, name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let proxy_default_timeout_ms =
+            number(env, "PROXY_DEFAULT_TIMEOUT", DEFAULT_PROXY_TIMEOUT_MS)
+                .clamp(1, crate::proxy::MAX_TIMEOUT_MS);
+        let dedup_ttl_seconds = number(env, "DEDUP_TTL_SECONDS", DEFAULT_DEDUP_TTL_SECONDS);
+        let control_plane_url =
+            text(env, "CONTROL_PLANE_URL").map(|u| u.trim_end_matches('/').to_owned());
         Self {
             control_plane_url,
             dedup_ttl_seconds,
@@ -81,4 +64,14 @@ impl Config {
             },
         }
     }
+}
+
+/// A `[vars]` value, trimmed; `None` when unset or empty.
+pub fn text(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string().trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A numeric `[vars]` value; `default` when unset or not a number.
+pub fn number<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
+    text(env, name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }

@@ -70,13 +70,11 @@ pub fn limit_for(env: &Env, workspace: &WorkspaceRef) -> u32 {
     if let Some(own) = workspace.rate_limit_rpm {
         return own;
     }
-    let var = |name: &str, default: u32| {
-        env.var(name).ok().and_then(|v| v.to_string().trim().parse().ok()).unwrap_or(default)
-    };
+    use crate::config::number;
     match workspace.plan {
-        PlanTier::Free => var("WORKSPACE_RATE_LIMIT_RPM", 500),
-        PlanTier::Pro => var("PRO_RATE_LIMIT_RPM", 5_000),
-        PlanTier::Enterprise => var("ENTERPRISE_RATE_LIMIT_RPM", 50_000),
+        PlanTier::Free => number(env, "WORKSPACE_RATE_LIMIT_RPM", 500),
+        PlanTier::Pro => number(env, "PRO_RATE_LIMIT_RPM", 5_000),
+        PlanTier::Enterprise => number(env, "ENTERPRISE_RATE_LIMIT_RPM", 50_000),
     }
 }
 

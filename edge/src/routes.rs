@@ -34,20 +34,10 @@ const SNAPSHOTS_PREFIX: &str = "/__edgemock/v1/snapshots/";
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     let path = req.path();
     let config = Config::from_env(&env);
-    if let Some(rest) = path.strip_prefix(MOCK_PREFIX) {
-        let (slug, sub_path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (slug, sub_path) = (slug.to_owned(), sub_path.to_owned());
+    if let Some((slug, sub_path)) = split_slug(&path, MOCK_PREFIX) {
         return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::Rest).await;
     }
-    if let Some(rest) = path.strip_prefix(WS_PREFIX) {
-        let (slug, sub_path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (slug, sub_path) = (slug.to_owned(), sub_path.to_owned());
+    if let Some((slug, sub_path)) = split_slug(&path, WS_PREFIX) {
         return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::WebSocket).await;
     }
     if let Some(rest) = path.strip_prefix(GRAPHQL_PREFIX) {
@@ -61,6 +51,13 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
         return json_response(200, &json!({ "status": "ok" }));
     }
     json_error(404, "not_found", "edgemock serves mocks under /mock/{apiSlug}/…", json!({}))
+}
+
+/// `{prefix}{slug}{/rest}` → (`slug`, `/rest`); the rest is `/` when absent.
+fn split_slug(path: &str, prefix: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix(prefix)?;
+    let (slug, sub_path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    Some((slug.to_owned(), if sub_path.is_empty() { "/".to_owned() } else { sub_path.to_owned() }))
 }
 
 fn now_ms() -> u64 {
