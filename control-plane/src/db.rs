@@ -334,3 +334,104 @@ pub async fn update_api_publish_failed(
     .await?;
     Ok(())
 }
+
+// --- analytics ---
+
+/// Columns of `analytics_events`, in the order [`insert_analytics_events`] binds them.
+const ANALYTICS_COLUMNS: &[&str] = &[
+    "id",
+    "request_id",
+    "occurred_at_ms",
+    "received_at_ms",
+    "source",
+    "workspace_id",
+    "api_id",
+    "api_slug",
+    "protocol",
+    "endpoint_method",
+    "endpoint_pattern",
+    "method",
+    "path",
+    "status",
+    "latency_ms",
+    "request_bytes",
+    "response_bytes",
+    "country",
+    "city",
+    "colo",
+    "proxied",
+    "deduplicated",
+    "cache",
+    "validation_failed",
+    "near_miss",
+    "snapshot_source",
+];
+
+/// Rows per INSERT statement: 26 parameters a row stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters a statement.
+const ANALYTICS_ROWS_PER_STATEMENT: usize = 200;
+
+/// Stores `events` in one transaction and returns how many were new: an event whose id is
+/// already stored is skipped, so redelivered batches never count twice.
+pub async fn insert_analytics_events(
+    db: &Db,
+    events: &[edgemock_shared::analytics::AnalyticsEvent],
+    received_at_ms: i64,
+) -> sqlx::Result<u64> {
+    fn text<T: Serialize>(value: &T) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+    let mut tx = db.begin().await?;
+    let mut inserted = 0;
+    for chunk in events.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
+        let width = ANALYTICS_COLUMNS.len();
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let params: Vec<String> =
+                    (1..=width).map(|col| format!("${}", row * width + col)).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO analytics_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING",
+            ANALYTICS_COLUMNS.join(", "),
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(e.id.clone())
+                .bind(e.request_id.clone())
+                .bind(e.timestamp_ms)
+                .bind(received_at_ms)
+                .bind(e.source.clone())
+                .bind(e.workspace_id.clone())
+                .bind(e.api_id.clone())
+                .bind(e.api_slug.clone())
+                .bind(text(&e.protocol))
+                .bind(e.endpoint_method.clone())
+                .bind(e.endpoint_pattern.clone())
+                .bind(e.method.clone())
+                .bind(e.path.clone())
+                .bind(i32::from(e.status))
+                .bind(i64::from(e.latency_ms))
+                .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
+                .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX))
+                .bind(e.country.clone())
+                .bind(e.city.clone())
+                .bind(e.colo.clone())
+                .bind(i32::from(e.proxied))
+                .bind(i32::from(e.deduplicated))
+                .bind(text(&e.cache))
+                .bind(i32::from(e.validation_failed))
+                .bind(e.near_miss.clone())
+                .bind(e.snapshot_source.clone());
+        }
+        inserted += query.execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}

@@ -70,12 +70,23 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish and closes
+    /// idle connections. The publisher stops with the server.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "control plane listening");
-        tokio::spawn(self.publisher.run());
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
+        let publisher = tokio::spawn(self.publisher.run());
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
             .await
-            .context("the server failed")
+            .context("the server failed");
+        publisher.abort();
+        served
     }
 }
 

@@ -17,8 +17,11 @@ pub const DEFAULT_PROXY_TIMEOUT_MS: u32 = 5_000;
 
 #[derive(Debug)]
 pub struct Config {
-    /// `MOCK_API_CACHE_TTL_SECONDS`: the staleness bound of the isolate cache.
-    pub cache_ttl_ms: u64,
+    /// How long an isolate serves a compiled snapshot before it reads KV again, and how long
+    /// KV may serve a value cached at its location (`cacheTtl`, at least 30 s by the
+    /// platform's rule). Both come from `MOCK_API_CACHE_TTL_SECONDS` ([`split_ttl`]).
+    pub isolate_ttl_ms: u64,
+    pub kv_cache_ttl_seconds: u64,
     /// `EDGE_PUBLISH_TOKEN` (a secret): the bearer token the control plane presents to
     /// publish. `None` disables the publish routes.
     pub publish_token: Option<String>,
@@ -52,10 +55,12 @@ impl Config {
         let dedup_ttl_seconds = number(env, "DEDUP_TTL_SECONDS", DEFAULT_DEDUP_TTL_SECONDS);
         let control_plane_url =
             text(env, "CONTROL_PLANE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        let (isolate_ttl_seconds, kv_cache_ttl_seconds) = split_ttl(cache_ttl_seconds);
         Self {
             control_plane_url,
             dedup_ttl_seconds,
-            cache_ttl_ms: cache_ttl_seconds.saturating_mul(1000),
+            isolate_ttl_ms: isolate_ttl_seconds.saturating_mul(1000),
+            kv_cache_ttl_seconds,
             publish_token,
             proxy_default_timeout_ms,
             proxy_policy: ProxyPolicy {
@@ -63,6 +68,24 @@ impl Config {
                 allow_private: flag("PROXY_ALLOW_PRIVATE_NETWORKS"),
             },
         }
+    }
+}
+
+/// The smallest `cacheTtl` Workers KV accepts.
+pub const KV_MIN_CACHE_TTL_SECONDS: u64 = 30;
+
+/// Splits the staleness budget `MOCK_API_CACHE_TTL_SECONDS` between the two caches a
+/// published change passes: KV's cache at the location (`cacheTtl`) and the isolate's
+/// compiled copy. From 60 s up they share it, so a change reaches every isolate within the
+/// budget (plus KV's own replication, which the platform bounds at about a minute). Below
+/// 60 s the isolate gets the whole budget and KV its minimum of 30 s on top; KV would cache
+/// for 60 s if no `cacheTtl` were given at all.
+pub fn split_ttl(budget_seconds: u64) -> (u64, u64) {
+    if budget_seconds >= 2 * KV_MIN_CACHE_TTL_SECONDS {
+        let kv = (budget_seconds / 2).max(KV_MIN_CACHE_TTL_SECONDS);
+        (budget_seconds - kv, kv)
+    } else {
+        (budget_seconds, KV_MIN_CACHE_TTL_SECONDS)
     }
 }
 

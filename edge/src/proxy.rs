@@ -20,6 +20,16 @@ use worker::{
 
 use crate::error::json_error;
 
+/// One of the edge's own errors, whose size `finish` measures.
+fn own_error(
+    status: u16,
+    code: &str,
+    message: &str,
+    extra: serde_json::Value,
+) -> Result<(Response, Option<u64>)> {
+    Ok((json_error(status, code, message, extra)?, None))
+}
+
 /// Longest timeout any endpoint may ask for.
 pub const MAX_TIMEOUT_MS: u32 = 30_000;
 
@@ -52,16 +62,17 @@ fn forwardable(name: &str, directive: &ProxyDirective) -> bool {
     !directive.headers.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
-/// Forwards `request` as `directive` says and returns the upstream's answer.
+/// Forwards `request` as `directive` says and returns the upstream's answer, with the size
+/// of its body (`None` for the edge's own errors).
 pub async fn forward(
     request: &edgemock_shared::Request,
     directive: &ProxyDirective,
     policy: ProxyPolicy,
     default_timeout_ms: u32,
     cookie_path: &str,
-) -> Result<Response> {
+) -> Result<(Response, Option<u64>)> {
     if let Err(why) = check_target(&directive.url, policy) {
-        return json_error(
+        return own_error(
             502,
             "proxy_target_forbidden",
             &format!("this endpoint's proxy target is not allowed: {why}"),
@@ -83,7 +94,7 @@ pub async fn forward(
     let method = Method::from(request.method.clone());
     if !method.as_ref().eq_ignore_ascii_case(&request.method) {
         // worker::Method would turn it into GET: refuse rather than send something else.
-        return json_error(
+        return own_error(
             501,
             "proxy_method_not_supported",
             &format!("the edge cannot proxy {} requests", request.method),
@@ -109,7 +120,7 @@ pub async fn forward(
     let mut upstream_response = match select(sent, timer).await {
         Either::Left((Ok(response), _)) => response,
         Either::Left((Err(e), _)) => {
-            return json_error(
+            return own_error(
                 502,
                 "proxy_error",
                 &format!("the proxy target could not be reached: {e}"),
@@ -118,7 +129,7 @@ pub async fn forward(
         }
         Either::Right(_) => {
             controller.abort();
-            return json_error(
+            return own_error(
                 504,
                 "proxy_timeout",
                 &format!("the proxy target did not answer within {timeout_ms} ms"),
@@ -139,5 +150,9 @@ pub async fn forward(
         }
     }
     out.set("x-mock-proxied", "true")?;
-    Ok(crate::error::with_body(upstream_response.status_code(), body)?.with_headers(out))
+    let size = body.len() as u64;
+    Ok((
+        crate::error::with_body(upstream_response.status_code(), body)?.with_headers(out),
+        Some(size),
+    ))
 }

@@ -4,13 +4,16 @@
 //! - `PUT|DELETE /__edgemock/v1/snapshots/{apiSlug}`: the control plane publishes here,
 //!   with `Authorization: Bearer $EDGE_PUBLISH_TOKEN`.
 //! - `GET /__edgemock/health`: liveness, for `wrangler dev` readiness checks and monitors.
+//! - `GET /__edgemock/test/panic`: panics, only when `EDGEMOCK_TEST_ROUTES` is `true` (tests).
 
+use edgemock_shared::analytics::{CacheOutcome, Protocol};
 use edgemock_shared::model::validate_slug;
 use edgemock_shared::{Engine, OutcomeKind, Snapshot};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use worker::{Date, Env, Headers, Method, Request, Response, Result};
 
+use crate::analytics::{ApiFacts, Facts};
 use crate::config::Config;
 use crate::error::{json_error, json_response};
 use crate::store::{LoadError, Store};
@@ -22,30 +25,39 @@ const MOCK_PREFIX: &str = "/mock/";
 const GRAPHQL_PREFIX: &str = "/mock-graphql/";
 const WS_PREFIX: &str = "/ws/";
 
-/// Which engine entry point a mock request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    Rest,
-    Graphql,
-    WebSocket,
-}
 const SNAPSHOTS_PREFIX: &str = "/__edgemock/v1/snapshots/";
 
-pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
+/// Answers one request; what it learns about mock traffic goes into `facts`, for analytics.
+pub async fn handle(
+    mut req: Request,
+    env: &Env,
+    config: &Config,
+    facts: &mut Facts,
+) -> Result<Response> {
     let path = req.path();
-    let config = Config::from_env(&env);
-    if let Some((slug, sub_path)) = split_slug(&path, MOCK_PREFIX) {
-        return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::Rest).await;
-    }
-    if let Some((slug, sub_path)) = split_slug(&path, WS_PREFIX) {
-        return serve_mock(&mut req, &env, &config, &slug, &sub_path, Protocol::WebSocket).await;
-    }
-    if let Some(rest) = path.strip_prefix(GRAPHQL_PREFIX) {
-        let slug = rest.strip_suffix('/').unwrap_or(rest).to_owned();
-        return serve_mock(&mut req, &env, &config, &slug, "/", Protocol::Graphql).await;
+    let mock = if let Some((slug, sub_path)) = split_slug(&path, MOCK_PREFIX) {
+        Some((slug, sub_path, Protocol::Rest))
+    } else if let Some((slug, sub_path)) = split_slug(&path, WS_PREFIX) {
+        Some((slug, sub_path, Protocol::Websocket))
+    } else {
+        path.strip_prefix(GRAPHQL_PREFIX).map(|rest| {
+            (rest.strip_suffix('/').unwrap_or(rest).to_owned(), "/".to_owned(), Protocol::Graphql)
+        })
+    };
+    if let Some((slug, sub_path, protocol)) = mock {
+        facts.protocol = protocol;
+        facts.path = sub_path.clone();
+        facts.method = req.inner().method().to_ascii_uppercase();
+        return serve_mock(&mut req, env, config, &slug, &sub_path, facts).await;
     }
     if let Some(slug) = path.strip_prefix(SNAPSHOTS_PREFIX) {
-        return publish(req, &env, &config, slug).await;
+        return publish(req, env, config, slug).await;
+    }
+    if path == "/__edgemock/test/panic"
+        && crate::config::text(env, "EDGEMOCK_TEST_ROUTES").as_deref() == Some("true")
+    {
+        // Only where tests switch it on: proves that a panic does not poison the instance.
+        panic!("a panic on purpose (EDGEMOCK_TEST_ROUTES)");
     }
     if path == "/__edgemock/health" {
         return json_response(200, &json!({ "status": "ok" }));
@@ -98,8 +110,9 @@ async fn serve_mock(
     config: &Config,
     slug: &str,
     path: &str,
-    protocol: Protocol,
+    facts: &mut Facts,
 ) -> Result<Response> {
+    let protocol = facts.protocol;
     let api_not_found = || {
         json_error(
             404,
@@ -111,7 +124,7 @@ async fn serve_mock(
     if validate_slug("apiSlug", slug).is_err() {
         return api_not_found();
     }
-    let store = Store::new(env, config.cache_ttl_ms)?
+    let store = Store::new(env, config.isolate_ttl_ms, config.kv_cache_ttl_seconds)?
         .with_fallback(config.control_plane_url.as_deref(), config.publish_token.as_deref());
     let loaded = match store.load(slug, now_ms()).await {
         Ok(loaded) => loaded,
@@ -137,6 +150,12 @@ async fn serve_mock(
     let Some(api) = loaded.api else { return api_not_found() };
     let version = api.snapshot().version.to_string();
     let workspace = &api.snapshot().workspace;
+    facts.api = Some(ApiFacts {
+        workspace_id: workspace.id.clone(),
+        api_id: api.snapshot().api.id.clone(),
+        api_slug: slug.to_owned(),
+    });
+    facts.snapshot_source = Some(loaded.source);
     let limit = crate::rate_limit::limit_for(env, workspace);
     let verdict = match crate::rate_limit::check(env, workspace, limit).await {
         Ok(verdict) => verdict,
@@ -164,6 +183,7 @@ async fn serve_mock(
         return Ok(response);
     }
     let request = to_engine_request(req, path).await?;
+    facts.request_bytes = request.body.len() as u64;
     let cache_key = (protocol == Protocol::Rest)
         .then(|| {
             let has_cors = api.snapshot().api.cors.is_some();
@@ -173,6 +193,7 @@ async fn serve_mock(
     if let Some(key) = &cache_key
         && let Some(mut hit) = crate::shared_cache::lookup(key).await?
     {
+        facts.cache = CacheOutcome::Hit;
         let headers = hit.headers_mut();
         headers.set("x-edgemock-snapshot-version", &version)?;
         headers.set("x-edgemock-snapshot-source", loaded.source)?;
@@ -187,7 +208,7 @@ async fn serve_mock(
     let outcome = match protocol {
         Protocol::Rest => api.handle(&request, now, seed),
         Protocol::Graphql => api.handle_graphql(&request, now, seed),
-        Protocol::WebSocket => {
+        Protocol::Websocket => {
             let Some(ws) = api.websocket(path) else {
                 return json_error(
                     404,
@@ -211,11 +232,15 @@ async fn serve_mock(
         }
     };
     let shared_cache_seconds = outcome.shared_cache_seconds;
+    facts.endpoint = outcome.matched.as_ref().map(|m| (m.method.clone(), m.pattern.clone()));
+    facts.validation_failed = outcome.kind == OutcomeKind::ValidationFailed;
+    facts.near_miss = outcome.near_misses.first().map(|m| format!("{} {}", m.method, m.path));
     // An identical request within the window gets the first answer again.
     let dedup = outcome.dedup_key.as_deref().map(|key| crate::dedup::Dedup::new(slug, key));
     if let Some(dedup) = &dedup
         && let Some(mut replay) = dedup.lookup().await?
     {
+        facts.deduplicated = true;
         let headers = replay.headers_mut();
         headers.set("x-edgemock-snapshot-version", &version)?;
         headers.set("x-edgemock-snapshot-source", loaded.source)?;
@@ -226,7 +251,8 @@ async fn serve_mock(
     }
     let mut response = match (&outcome.kind, &outcome.proxy) {
         (OutcomeKind::Proxy, Some(directive)) => {
-            let mut upstream = crate::proxy::forward(
+            facts.proxied = true;
+            let (mut upstream, size) = crate::proxy::forward(
                 &request,
                 directive,
                 config.proxy_policy,
@@ -234,6 +260,7 @@ async fn serve_mock(
                 &format!("/mock/{slug}"),
             )
             .await?;
+            facts.response_bytes = size;
             // The engine's CORS headers belong on whatever the client gets.
             for (name, value) in &outcome.response.headers {
                 let lower = name.to_ascii_lowercase();
@@ -245,6 +272,7 @@ async fn serve_mock(
         }
         _ => {
             let mock = outcome.response;
+            facts.response_bytes = Some(mock.body.len() as u64);
             let headers = Headers::new();
             for (name, value) in &mock.headers {
                 headers.append(name, value)?;
@@ -257,6 +285,7 @@ async fn serve_mock(
     }
     if let (Some(key), Some(_)) = (&cache_key, shared_cache_seconds) {
         crate::shared_cache::store(key, &mut response).await?;
+        facts.cache = CacheOutcome::Miss;
     }
     let headers = response.headers_mut();
     headers.set("x-edgemock-snapshot-version", &version)?;
@@ -297,7 +326,7 @@ async fn publish(mut req: Request, env: &Env, config: &Config, slug: &str) -> Re
             json!({}),
         );
     }
-    let store = Store::new(env, config.cache_ttl_ms)?;
+    let store = Store::new(env, config.isolate_ttl_ms, config.kv_cache_ttl_seconds)?;
     match req.method() {
         Method::Put => {}
         Method::Delete => {

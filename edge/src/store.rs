@@ -1,7 +1,7 @@
 //! Snapshot storage: the isolate cache in front of Workers KV. The only module that touches KV.
 //!
-//! Lookup order: isolate memory (a compiled [`Engine`] per slug, trusted for
-//! `MOCK_API_CACHE_TTL_SECONDS`) → KV → on a KV miss, the control plane's internal snapshot
+//! Lookup order: isolate memory (a compiled [`Engine`] per slug, trusted for its share of
+//! `MOCK_API_CACHE_TTL_SECONDS`) → KV (read with `cacheTtl`, the other share) → on a KV miss, the control plane's internal snapshot
 //! route (`CONTROL_PLANE_URL`), whose answer is written back to KV. A missing API is cached
 //! too (for the same time), so a flood of requests for unknown slugs cannot turn into a
 //! flood of KV reads. When KV or the control plane fails, or KV holds something unreadable,
@@ -29,7 +29,8 @@ struct Entry {
 }
 
 thread_local! {
-    // Workers run one request at a time per isolate thread; a thread-local is the isolate.
+    // An isolate runs on one thread (requests interleave only at awaits, and no borrow is
+    // held across one): a thread-local is the isolate's memory.
     static CACHE: RefCell<HashMap<String, Entry>> = RefCell::new(HashMap::new());
 }
 
@@ -49,13 +50,15 @@ pub struct Loaded {
 pub struct Store {
     kv: KvStore,
     ttl_ms: u64,
+    /// `cacheTtl` of KV reads on the serving path.
+    kv_cache_ttl_seconds: u64,
     /// The control plane's base URL and the shared secret, for KV misses.
     fallback: Option<(String, String)>,
 }
 
 impl Store {
-    pub fn new(env: &worker::Env, ttl_ms: u64) -> worker::Result<Self> {
-        Ok(Self { kv: env.kv(SNAPSHOTS_BINDING)?, ttl_ms, fallback: None })
+    pub fn new(env: &worker::Env, ttl_ms: u64, kv_cache_ttl_seconds: u64) -> worker::Result<Self> {
+        Ok(Self { kv: env.kv(SNAPSHOTS_BINDING)?, ttl_ms, kv_cache_ttl_seconds, fallback: None })
     }
 
     /// Falls back to the control plane's internal snapshot route when KV has nothing.
@@ -143,6 +146,7 @@ impl Store {
         let bytes = self
             .kv
             .get(&Snapshot::kv_key(slug))
+            .cache_ttl(self.kv_cache_ttl_seconds)
             .bytes()
             .await
             .map_err(|e| LoadError::Kv(e.to_string()))?;
@@ -164,7 +168,8 @@ impl Store {
         Ok(Some(Rc::new(api)))
     }
 
-    /// The version currently stored in KV for `slug`, if any (read past the isolate cache).
+    /// The version currently stored in KV for `slug`, if any (read past the isolate cache
+    /// and without `cacheTtl`: publishing compares against the freshest value).
     pub async fn stored_version(&self, slug: &str) -> worker::Result<Option<u64>> {
         let bytes = self.kv.get(&Snapshot::kv_key(slug)).bytes().await?;
         Ok(bytes.and_then(|b| Snapshot::from_json(&b).ok()).map(|s| s.version))

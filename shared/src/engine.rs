@@ -152,8 +152,15 @@ fn error_response(status: u16, code: &str, message: &str, extra: Value) -> MockR
     if let (Value::Object(e), Value::Object(x)) = (&mut error, extra) {
         e.extend(x);
     }
-    json_response(status, &json!({ "error": error }))
+    let mut response = json_response(status, &json!({ "error": error }));
+    // Tells edgemock's own errors apart from mocked ones with the same status (a mocked 404
+    // has no such header); hosts add the request id to these bodies.
+    response.headers.push((ERROR_HEADER.to_owned(), code.to_owned()));
+    response
 }
+
+/// The header that marks edgemock's own error responses, valued with the error code.
+pub const ERROR_HEADER: &str = "x-edgemock-error";
 
 // ---------------------------------------------------------------------------------------
 // Compiled pieces

@@ -10,6 +10,7 @@
 //! [`Engine::handle`] (or [`Engine::handle_graphql`], or the `ws_*` calls) per request.
 //!
 //! Module map:
+//! - [`analytics`] — the analytics event both runtimes send and the control plane stores.
 //! - [`model`] — the definition model (workspace, API, endpoint, responses, rules, GraphQL
 //!   operations, WebSocket mocks) and its validation. Serialized: treat as an API.
 //! - [`snapshot`] — the versioned document the control plane publishes and the edge reads.
@@ -27,6 +28,7 @@
 //! - [`dates`] — date formats for templates.
 //! - [`error`] — the crate's error type: every error names the definition field at fault.
 
+pub mod analytics;
 pub mod condition;
 pub mod dates;
 pub mod engine;

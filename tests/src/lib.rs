@@ -327,7 +327,9 @@ fn uuid_like() -> String {
 #[derive(Debug)]
 pub struct ControlPlane {
     pub url: String,
+    pub port: u16,
     pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -348,9 +350,20 @@ impl ControlPlane {
         edge_url: Option<String>,
         token: Option<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_on(0, database_url, edge_url, token).await
+    }
+
+    /// As [`ControlPlane::start_with`], on `port` (0: any free port): a control plane can be
+    /// stopped and started again where its clients expect it.
+    pub async fn start_on(
+        port: u16,
+        database_url: &str,
+        edge_url: Option<String>,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
         let config = Config {
             host: [127, 0, 0, 1].into(),
-            port: 0,
+            port,
             database_url: database_url.to_owned(),
             edge_url,
             edge_publish_token: token,
@@ -362,9 +375,27 @@ impl ControlPlane {
             edgemock_control_plane::config::LogFormat::Pretty,
         );
         let app = Application::build(config).await?;
-        let url = format!("http://127.0.0.1:{}", app.port());
-        let server = tokio::spawn(app.run_until_stopped());
-        Ok(Self { url, client: reqwest::Client::new(), server })
+        let port = app.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    /// Shuts the server down as SIGTERM would (in-flight requests finish, the listener and
+    /// idle connections close) and waits until it has.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server).await?
     }
 
     /// A SQLite database file in `dir`.

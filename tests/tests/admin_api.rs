@@ -201,6 +201,71 @@ async fn admin_api_scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn event(id: &str, status: u16) -> Value {
+    json!({
+        "id": id, "request_id": format!("req-{id}"), "timestamp_ms": 1_795_000_000_000_i64,
+        "source": "edge", "workspace_id": "w1", "api_id": "a1", "api_slug": "pets",
+        "protocol": "rest", "endpoint_method": "GET", "endpoint_pattern": "/pets/:id",
+        "method": "GET", "path": "/pets/1", "status": status, "latency_ms": 4,
+        "request_bytes": 0, "response_bytes": 120, "country": "DE", "city": "Berlin",
+        "colo": "FRA", "proxied": false, "deduplicated": false, "cache": "bypass",
+        "validation_failed": false, "near_miss": null, "snapshot_source": "kv"
+    })
+}
+
+/// The edge's analytics ingest route: authenticated, strict, and idempotent by event id.
+async fn ingest_scenario(url: &str) -> anyhow::Result<()> {
+    let cp = ControlPlane::start_with(url, None, Some("ingest-token".into())).await?;
+    let ingest = format!("{}/internal/v1/analytics", cp.url);
+    let post = |body: Value, token: &'static str| {
+        cp.client.post(&ingest).bearer_auth(token).json(&body).send()
+    };
+    let batch = json!({"events": [event("e1", 200), event("e2", 404), event("e3", 201)]});
+
+    let r = post(batch.clone(), "wrong").await?;
+    assert_eq!(r.status().as_u16(), 401);
+    let r = post(batch.clone(), "ingest-token").await?;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await?, json!({"received": 3, "stored": 3, "duplicates": 0}));
+    // A redelivered batch, partly overlapping: only the new event counts.
+    let again = json!({"events": [event("e2", 404), event("e3", 201), event("e4", 500)]});
+    let r = post(again, "ingest-token").await?;
+    assert_eq!(r.json::<Value>().await?, json!({"received": 3, "stored": 1, "duplicates": 2}));
+
+    // Bad input is refused whole, naming the event and field; nothing of it is stored.
+    let mut bad = event("e5", 200);
+    bad["status"] = json!(42);
+    let r = post(json!({"events": [event("e6", 200), bad]}), "ingest-token").await?;
+    assert_eq!(r.status().as_u16(), 422);
+    let body = r.json::<Value>().await?;
+    assert_eq!((code(&body), field(&body)), ("invalid_field", "events[1].status"), "{body}");
+    let mut unknown = event("e7", 200);
+    unknown["surprise"] = json!(1);
+    let r = post(json!({"events": [unknown]}), "ingest-token").await?;
+    assert_eq!(r.status().as_u16(), 422);
+    let r = cp
+        .client
+        .post(&ingest)
+        .bearer_auth("ingest-token")
+        .header("content-type", "application/json")
+        .body("{\"events\": [")
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 400);
+
+    let db = edgemock_control_plane::db::connect(url, 1).await?;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM analytics_events ORDER BY id").fetch_all(&db).await?;
+    assert_eq!(ids, ["e1", "e2", "e3", "e4"]);
+    let (status, bytes, proxied): (i32, i64, i32) = sqlx::query_as(
+        "SELECT status, response_bytes, proxied FROM analytics_events WHERE id = 'e2'",
+    )
+    .fetch_one(&db)
+    .await?;
+    assert_eq!((status, bytes, proxied), (404, 120, 0));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_on_sqlite() -> anyhow::Result<()> {
     let dir = TempDir::new()?;
@@ -215,7 +280,8 @@ async fn admin_api_on_sqlite() -> anyhow::Result<()> {
     assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 5));
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
     assert_eq!(api["version"], 20);
-    Ok(())
+    drop(cp);
+    ingest_scenario(&url).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,5 +295,6 @@ async fn admin_api_on_postgres() -> anyhow::Result<()> {
     let cp = ControlPlane::start(&url, None).await?;
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
     assert_eq!(api["version"], 20);
-    Ok(())
+    drop(cp);
+    ingest_scenario(&url).await
 }

@@ -1,23 +1,31 @@
-//! Routes for the edge, not for admins: `GET /internal/v1/snapshots/{apiSlug}` answers an
-//! API's current snapshot, which the edge fetches when Workers KV does not have it yet.
+//! Routes for the edge, not for admins:
+//! - `GET /internal/v1/snapshots/{apiSlug}` answers an API's current snapshot, which the edge
+//!   fetches when Workers KV does not have it yet;
+//! - `POST /internal/v1/analytics` stores a batch of analytics events, idempotently by event
+//!   id (the edge's queue consumer retries whole batches until one is acknowledged).
+//!
 //! Authenticated with the secret both sides share (`Authorization: Bearer
 //! $EDGE_PUBLISH_TOKEN`), compared in constant time; without the secret the routes do not
 //! exist (404).
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgemock_shared::Snapshot;
+use edgemock_shared::analytics::AnalyticsBatch;
+use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use super::apis::find_api;
+use super::{AppState, Input};
 use crate::error::{ApiError, Result};
 use crate::publish::build_snapshot;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/internal/v1/snapshots/{api}", get(get_internal_snapshot))
+    Router::new()
+        .route("/internal/v1/snapshots/{api}", get(get_internal_snapshot))
+        .route("/internal/v1/analytics", post(post_analytics))
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
@@ -47,4 +55,28 @@ async fn get_internal_snapshot(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("API '{key}'")))
+}
+
+/// Stores the batch in one transaction: all of it or, on a database error, none (the edge
+/// then retries the whole batch). Events already stored are skipped and counted as
+/// duplicates, so a retry after a lost acknowledgement changes nothing.
+async fn post_analytics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Input(batch): Input<AnalyticsBatch>,
+) -> Result<Json<Value>> {
+    authorize(&state, &headers)?;
+    batch.validate()?;
+    let received_at_ms =
+        i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(i64::MAX);
+    let stored =
+        crate::db::insert_analytics_events(&state.db, &batch.events, received_at_ms).await?;
+    let received = batch.events.len() as u64;
+    tracing::debug!(received, stored, "analytics batch ingested");
+    Ok(Json(json!({
+        "received": received,
+        "stored": stored,
+        "duplicates": received - stored,
+    })))
 }
