@@ -230,6 +230,64 @@ async fn scenario(
     assert!(other_caller.headers().get("x-mock-deduplicated").is_none());
     assert_ne!(other_caller.json::<Value>().await?, first);
 
+    // Latency, faults and CORS, from a snapshot written straight into KV (the admin API
+    // cannot set an API's CORS settings yet).
+    let snapshot = json!({
+        "format_version": 1, "version": 1,
+        "workspace": {"id": "w", "slug": "rt"},
+        "api": {"id": "lf", "slug": "lat", "name": "Latency",
+                "cors": {"allow_origins": ["https://app.example"], "allow_credentials": true,
+                         "expose_headers": ["x-total"], "max_age_seconds": 120}},
+        "endpoints": [
+            {"id": "e1", "method": "GET", "path": "/slow", "delay": {"fixed": 600},
+             "response": {"body": "late"}},
+            {"id": "e2", "method": "GET", "path": "/broken",
+             "fault": {"percent": 100, "status": 503, "body": {"down": true}},
+             "response": {"body": "never"}},
+            {"id": "e3", "method": "GET", "path": "/empty",
+             "fault": {"percent": 100, "kind": "empty_response"}, "response": {"body": "never"}},
+            {"id": "e4", "method": "GET", "path": "/drop",
+             "fault": {"percent": 100, "kind": "connection_close"}, "response": {"body": "never"}},
+            {"id": "e5", "method": "PUT", "path": "/items/:id", "response": {"body": {"ok": true}}}
+        ]
+    });
+    edge.kv_put("api:lat", &snapshot.to_string())?;
+    let lat = |path: &str| format!("{}/mock/lat{path}", edge.url);
+    let started = Instant::now();
+    let r = client.get(lat("/slow")).send().await?;
+    let took = started.elapsed();
+    assert_eq!((r.status().as_u16(), r.text().await?), (200, "late".to_owned()));
+    assert!(took >= Duration::from_millis(600) && took < Duration::from_millis(2000), "{took:?}");
+    let r = client.get(lat("/broken")).send().await?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await?, json!({"down": true}));
+    let r = client.get(lat("/empty")).send().await?;
+    assert_eq!((r.status().as_u16(), r.text().await?), (200, String::new()));
+    let r = client.get(lat("/drop")).send().await?;
+    assert_eq!(r.status(), 502, "workers cannot drop a connection: an empty 502 instead");
+    assert_eq!(r.text().await?, "");
+    // A preflight from an allowed origin, then the actual request.
+    let r = client
+        .request(reqwest::Method::OPTIONS, lat("/items/3"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "x-custom")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert_eq!(h["access-control-allow-methods"], "PUT");
+    assert_eq!(h["access-control-allow-headers"], "x-custom");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "120");
+    let r = client.put(lat("/items/3")).header("origin", "https://app.example").send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(r.headers()["access-control-expose-headers"], "x-total");
+    let r = client.put(lat("/items/3")).header("origin", "https://evil.example").send().await?;
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "not an allowed origin");
+
     // GraphQL at /mock-graphql/{apiSlug}, from a snapshot written straight into KV.
     let snapshot = json!({
         "format_version": 1, "version": 1,
