@@ -4,7 +4,9 @@
 //! - `PUT|DELETE /__edgemock/v1/snapshots/{apiSlug}`: the control plane publishes here,
 //!   with `Authorization: Bearer $EDGE_PUBLISH_TOKEN`.
 //! - `GET /__edgemock/health`: liveness, for `wrangler dev` readiness checks and monitors.
-//! - `GET /__edgemock/test/panic`: panics, only when `EDGEMOCK_TEST_ROUTES` is `true` (tests).
+//! - Only when `EDGEMOCK_TEST_ROUTES` is `true` (tests and benchmarks):
+//!   `GET /__edgemock/test/panic` panics; `ANY /__edgemock/test/repeat/{apiSlug}/{path…}`
+//!   runs the engine `x-edgemock-repeat` times on the request.
 
 use edgemock_shared::analytics::{CacheOutcome, Protocol};
 use edgemock_shared::model::validate_slug;
@@ -16,7 +18,7 @@ use worker::{Date, Env, Headers, Method, Request, Response, Result};
 use crate::analytics::{ApiFacts, Facts};
 use crate::config::Config;
 use crate::error::{json_error, json_response};
-use crate::store::{LoadError, Store};
+use crate::store::{LoadError, Loaded, Store};
 
 /// Largest snapshot the publish route accepts. Workers KV values may hold 25 MiB.
 const MAX_SNAPSHOT_BYTES: usize = 20 * 1024 * 1024;
@@ -26,6 +28,7 @@ const GRAPHQL_PREFIX: &str = "/mock-graphql/";
 const WS_PREFIX: &str = "/ws/";
 
 const SNAPSHOTS_PREFIX: &str = "/__edgemock/v1/snapshots/";
+const REPEAT_PREFIX: &str = "/__edgemock/test/repeat/";
 
 /// Answers one request; what it learns about mock traffic goes into `facts`, for analytics.
 pub async fn handle(
@@ -53,11 +56,14 @@ pub async fn handle(
     if let Some(slug) = path.strip_prefix(SNAPSHOTS_PREFIX) {
         return publish(req, env, config, slug).await;
     }
-    if path == "/__edgemock/test/panic"
-        && crate::config::text(env, "EDGEMOCK_TEST_ROUTES").as_deref() == Some("true")
-    {
-        // Only where tests switch it on: proves that a panic does not poison the instance.
-        panic!("a panic on purpose (EDGEMOCK_TEST_ROUTES)");
+    if crate::config::text(env, "EDGEMOCK_TEST_ROUTES").as_deref() == Some("true") {
+        if path == "/__edgemock/test/panic" {
+            // Proves that a panic does not poison the instance.
+            panic!("a panic on purpose (EDGEMOCK_TEST_ROUTES)");
+        }
+        if let Some((slug, sub_path)) = split_slug(&path, REPEAT_PREFIX) {
+            return repeat_engine(&mut req, env, config, &slug, &sub_path).await;
+        }
     }
     if path == "/__edgemock/health" {
         return json_response(200, &json!({ "status": "ok" }));
@@ -298,8 +304,36 @@ async fn serve_mock(
     Ok(response)
 }
 
+/// Test route: runs the engine `x-edgemock-repeat` times (at most 100,000) on this request
+/// and answers the last outcome, so a benchmark can read the engine's own CPU cost inside
+/// workerd from the process's CPU time.
+async fn repeat_engine(
+    req: &mut Request,
+    env: &Env,
+    config: &Config,
+    slug: &str,
+    path: &str,
+) -> Result<Response> {
+    let times: u32 = req
+        .headers()
+        .get("x-edgemock-repeat")?
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 100_000);
+    let store = Store::new(env, config.isolate_ttl_ms, config.kv_cache_ttl_seconds)?;
+    let Ok(Loaded { api: Some(api), .. }) = store.load(slug, now_ms()).await else {
+        return json_error(404, "api_not_found", "no such API", json!({}));
+    };
+    let request = to_engine_request(req, path).await?;
+    let mut outcome = api.handle(&request, now_ms() as i64, random_seed());
+    for _ in 1..times {
+        outcome = api.handle(&request, now_ms() as i64, random_seed());
+    }
+    crate::error::with_body(outcome.response.status, outcome.response.body)
+}
+
 /// `PUT` stores a snapshot (validated and compiled first; never older than the one stored),
-/// `DELETE` removes one.
+/// `DELETE` removes one (`?version=N`: only if the stored one is not newer).
 async fn publish(mut req: Request, env: &Env, config: &Config, slug: &str) -> Result<Response> {
     let Some(expected) = &config.publish_token else {
         return json_error(
@@ -330,6 +364,23 @@ async fn publish(mut req: Request, env: &Env, config: &Config, slug: &str) -> Re
     match req.method() {
         Method::Put => {}
         Method::Delete => {
+            // `?version=N`: the version being retired. A newer snapshot means the slug was
+            // used again since, and that one stays.
+            let retired: Option<u64> = req
+                .url()?
+                .query_pairs()
+                .find(|(k, _)| k == "version")
+                .and_then(|(_, v)| v.parse().ok());
+            if let (Some(retired), Some(stored)) = (retired, store.stored_version(slug).await?)
+                && stored > retired
+            {
+                return json_error(
+                    409,
+                    "stale_delete",
+                    &format!("version {stored} is newer than the retired version {retired}"),
+                    json!({ "stored_version": stored }),
+                );
+            }
             store.delete(slug, now_ms()).await?;
             return json_response(200, &json!({ "api": slug, "deleted": true }));
         }

@@ -182,6 +182,11 @@ impl Edge {
     pub fn log_tail(&self) -> String {
         tail(&self.log, 60)
     }
+
+    /// The process group of `wrangler dev` and everything it started (workerd among them).
+    pub fn process_group(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Edge {
