@@ -26,6 +26,8 @@ pub struct Config {
     pub log_level: String,
     /// `LOG_FORMAT` (`json`): `json` for production, `pretty` for a terminal.
     pub log_format: LogFormat,
+    /// `JWT_SECRET` (required, at least 32 bytes): the HS256 key of admin tokens.
+    pub jwt_secret: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Config {
             .field("publish_timeout", &self.publish_timeout)
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
+            .field("jwt_secret", &"<redacted>")
             .finish()
     }
 }
@@ -79,6 +82,7 @@ impl Default for Config {
             publish_timeout: Duration::from_secs(10),
             log_level: "info".to_owned(),
             log_format: LogFormat::Json,
+            jwt_secret: String::new(),
         }
     }
 }
@@ -141,7 +145,9 @@ impl Config {
             )?),
             log_level: lookup("LOG_LEVEL").unwrap_or(defaults.log_level),
             log_format,
+            jwt_secret: lookup("JWT_SECRET").unwrap_or_default(),
         };
+        config.check_jwt_secret()?;
         if config.database_max_connections == 0 {
             bail!("DATABASE_MAX_CONNECTIONS must be at least 1");
         }
@@ -153,6 +159,18 @@ impl Config {
         }
         Ok(config)
     }
+
+    /// The admin API is never open: no usable `JWT_SECRET`, no start.
+    pub fn check_jwt_secret(&self) -> anyhow::Result<()> {
+        if self.jwt_secret.len() < crate::auth::MIN_SECRET_BYTES {
+            bail!(
+                "JWT_SECRET must be set to at least {} bytes (for example `openssl rand -hex 32`): \
+                 it signs the admin API's tokens",
+                crate::auth::MIN_SECRET_BYTES
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -163,7 +181,9 @@ mod tests {
     fn from(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
         let map: HashMap<String, String> =
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|k| map.get(k).cloned())
+        Config::from_lookup(|k| {
+            map.get(k).cloned().or_else(|| (k == "JWT_SECRET").then(|| "s".repeat(32)))
+        })
     }
 
     #[test]
@@ -185,6 +205,7 @@ mod tests {
             (vec![("EDGE_URL", "not a url"), ("EDGE_PUBLISH_TOKEN", "t")], "EDGE_URL"),
             (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
         ] {
             let err = from(&pairs).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
@@ -197,9 +218,11 @@ mod tests {
             ("DATABASE_URL", "postgres://u:hunter2@db/x"),
             ("EDGE_URL", "http://e"),
             ("EDGE_PUBLISH_TOKEN", "s3cret"),
+            ("JWT_SECRET", "jwt-secret-that-is-long-enough-1234"),
         ])
         .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("jwt-secret"), "{shown}");
     }
 }

@@ -61,6 +61,10 @@ pub struct WorkspaceRow {
     pub id: String,
     pub slug: String,
     pub name: String,
+    /// `free`, `pro` or `enterprise`: picks the edge's default rate limit.
+    pub plan: String,
+    /// Requests a minute across the workspace's mocks; `None` takes the plan's default.
+    pub rate_limit_rpm: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -77,6 +81,8 @@ pub struct ApiRow {
     pub publish_error: Option<String>,
     pub publish_attempts: i64,
     pub next_publish_at: Option<String>,
+    /// The API's shared response settings, JSON (`http::apis::ApiSettings`).
+    pub settings: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -138,17 +144,24 @@ pub async fn insert_api(
     workspace_id: &str,
     slug: &str,
     name: &str,
+    settings: &str,
 ) -> sqlx::Result<ApiRow> {
     let now = now();
+    // A slug used before continues its old version numbers (see `retired_apis`).
     sqlx::query_as(
-        "INSERT INTO apis (id, workspace_id, slug, name, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
+        "INSERT INTO apis (id, workspace_id, slug, name, version, settings, created_at,
+                           updated_at)
+         VALUES ($1, $2, $3, $4,
+                 COALESCE((SELECT last_version FROM retired_apis WHERE slug = $3), 0) + 1,
+                 $6, $5, $5)
+         RETURNING *",
     )
     .bind(new_id())
     .bind(workspace_id)
     .bind(slug)
     .bind(name)
     .bind(now)
+    .bind(settings)
     .fetch_one(db)
     .await
 }
@@ -330,6 +343,375 @@ pub async fn update_api_publish_failed(
     .bind(api_id)
     .bind(error)
     .bind(next_publish_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// --- workspaces, continued ---
+
+/// The workspaces a caller may see: those whose id or slug is in `keys`, and those where
+/// `subject` is a member.
+pub async fn select_workspaces_visible(
+    db: &Db,
+    keys: &[String],
+    subject: Option<&str>,
+    page: Page<'_>,
+) -> sqlx::Result<Vec<WorkspaceRow>> {
+    // $1 subject, $2 after, $3 limit, then the keys.
+    let listed: Vec<String> = (0..keys.len()).map(|i| format!("${}", i + 4)).collect();
+    let listed = if listed.is_empty() { "NULL".to_owned() } else { listed.join(", ") };
+    let sql = format!(
+        "SELECT * FROM workspaces
+         WHERE (id IN ({listed}) OR slug IN ({listed})
+                OR id IN (SELECT workspace_id FROM members WHERE subject = $1))
+           AND id > $2
+         ORDER BY id LIMIT $3"
+    );
+    let mut query = sqlx::query_as(&sql).bind(subject.unwrap_or("")).bind(page.after.unwrap_or(""));
+    query = query.bind(page.limit);
+    for key in keys {
+        query = query.bind(key.clone());
+    }
+    query.fetch_all(db).await
+}
+
+pub async fn update_workspace(
+    db: &Db,
+    id: &str,
+    name: &str,
+    plan: &str,
+    rate_limit_rpm: Option<i64>,
+) -> sqlx::Result<WorkspaceRow> {
+    sqlx::query_as(
+        "UPDATE workspaces SET name = $2, plan = $3, rate_limit_rpm = $4, updated_at = $5
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(plan)
+    .bind(rate_limit_rpm)
+    .bind(now())
+    .fetch_one(db)
+    .await
+}
+
+/// Bumps the version of every API of a workspace (its settings are in their snapshots).
+pub async fn bump_apis_of_workspace(db: &Db, workspace_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE apis SET version = version + 1, updated_at = $2 WHERE workspace_id = $1")
+        .bind(workspace_id)
+        .bind(now())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_api_settings<'c>(
+    db: impl Executor<'c, Database = Any>,
+    id: &str,
+    name: &str,
+    settings: &str,
+) -> sqlx::Result<ApiRow> {
+    sqlx::query_as(
+        "UPDATE apis SET name = $2, settings = $3, version = version + 1, updated_at = $4
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(settings)
+    .bind(now())
+    .fetch_one(db)
+    .await
+}
+
+/// Creates the workspace `default` if there is no workspace at all (first start).
+pub async fn ensure_default_workspace(db: &Db) -> sqlx::Result<Option<WorkspaceRow>> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspaces").fetch_one(db).await?;
+    if count > 0 {
+        return Ok(None);
+    }
+    match insert_workspace(db, "default", "Default").await {
+        Ok(row) => Ok(Some(row)),
+        // Another replica created it first.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+// --- deletion ---
+
+/// Retires `api` (its snapshot is to be removed from the edge) inside `tx`.
+async fn retire_api(tx: &mut sqlx::Transaction<'_, Any>, api: &ApiRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO retired_apis (slug, last_version, retired_at) VALUES ($1, $2, $3)
+         ON CONFLICT (slug) DO UPDATE SET last_version = excluded.last_version, removed = 0,
+             attempts = 0, next_attempt_at = NULL, last_error = NULL,
+             retired_at = excluded.retired_at",
+    )
+    .bind(&api.slug)
+    .bind(api.version)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes an API with its endpoints and queues its removal from the edge.
+pub async fn delete_api(db: &Db, api: &ApiRow) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    // Re-read under the write lock: the version to retire is the last one committed.
+    let Some(current) = bump_api_version(&mut *tx, &api.id).await? else { return Ok(()) };
+    retire_api(&mut tx, &current).await?;
+    sqlx::query("DELETE FROM apis WHERE id = $1").bind(&api.id).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Deletes a workspace with everything in it and queues its APIs' removal from the edge.
+pub async fn delete_workspace(db: &Db, workspace_id: &str) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    let apis: Vec<ApiRow> =
+        sqlx::query_as("UPDATE apis SET version = version + 1 WHERE workspace_id = $1 RETURNING *")
+            .bind(workspace_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    for api in &apis {
+        retire_api(&mut tx, api).await?;
+    }
+    sqlx::query("DELETE FROM workspaces WHERE id = $1")
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct RetiredApiRow {
+    pub slug: String,
+    pub last_version: i64,
+    pub attempts: i64,
+}
+
+pub async fn select_due_removals(
+    db: &Db,
+    now: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<RetiredApiRow>> {
+    sqlx::query_as(
+        "SELECT slug, last_version, attempts FROM retired_apis
+         WHERE removed = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+         ORDER BY retired_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn update_removal_done(db: &Db, slug: &str, version: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE retired_apis SET removed = 1 WHERE slug = $1 AND last_version = $2")
+        .bind(slug)
+        .bind(version)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_removal_failed(
+    db: &Db,
+    slug: &str,
+    error: &str,
+    next_attempt_at: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE retired_apis SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3
+         WHERE slug = $1",
+    )
+    .bind(slug)
+    .bind(error)
+    .bind(next_attempt_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// --- members ---
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct MemberRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub subject: String,
+    pub role: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub async fn select_member(
+    db: &Db,
+    workspace_id: &str,
+    subject: &str,
+) -> sqlx::Result<Option<MemberRow>> {
+    sqlx::query_as("SELECT * FROM members WHERE workspace_id = $1 AND subject = $2")
+        .bind(workspace_id)
+        .bind(subject)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn select_member_by_id(
+    db: &Db,
+    workspace_id: &str,
+    key: &str,
+) -> sqlx::Result<Option<MemberRow>> {
+    sqlx::query_as("SELECT * FROM members WHERE workspace_id = $1 AND (id = $2 OR subject = $2)")
+        .bind(workspace_id)
+        .bind(key)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn select_members(
+    db: &Db,
+    workspace_id: &str,
+    page: Page<'_>,
+) -> sqlx::Result<Vec<MemberRow>> {
+    sqlx::query_as("SELECT * FROM members WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+        .bind(workspace_id)
+        .bind(page.after.unwrap_or(""))
+        .bind(page.limit)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn insert_member(
+    db: &Db,
+    workspace_id: &str,
+    subject: &str,
+    role: &str,
+) -> sqlx::Result<MemberRow> {
+    sqlx::query_as(
+        "INSERT INTO members (id, workspace_id, subject, role, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
+    )
+    .bind(new_id())
+    .bind(workspace_id)
+    .bind(subject)
+    .bind(role)
+    .bind(now())
+    .fetch_one(db)
+    .await
+}
+
+pub async fn update_member_role(db: &Db, id: &str, role: &str) -> sqlx::Result<MemberRow> {
+    sqlx::query_as("UPDATE members SET role = $2, updated_at = $3 WHERE id = $1 RETURNING *")
+        .bind(id)
+        .bind(role)
+        .bind(now())
+        .fetch_one(db)
+        .await
+}
+
+pub async fn delete_member(db: &Db, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM members WHERE id = $1").bind(id).execute(db).await?;
+    Ok(())
+}
+
+// --- API keys ---
+
+/// An API key as stored: never the key itself, only its hash and prefix.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub role: String,
+    pub prefix: String,
+    #[serde(skip)]
+    pub key_hash: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+pub async fn insert_api_key(
+    db: &Db,
+    workspace_id: &str,
+    name: &str,
+    role: &str,
+    prefix: &str,
+    key_hash: &str,
+) -> sqlx::Result<ApiKeyRow> {
+    sqlx::query_as(
+        "INSERT INTO api_keys (id, workspace_id, name, role, prefix, key_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+    )
+    .bind(new_id())
+    .bind(workspace_id)
+    .bind(name)
+    .bind(role)
+    .bind(prefix)
+    .bind(key_hash)
+    .bind(now())
+    .fetch_one(db)
+    .await
+}
+
+pub async fn select_active_api_key(db: &Db, key_hash: &str) -> sqlx::Result<Option<ApiKeyRow>> {
+    sqlx::query_as("SELECT * FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+        .bind(key_hash)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn select_api_keys(
+    db: &Db,
+    workspace_id: &str,
+    page: Page<'_>,
+) -> sqlx::Result<Vec<ApiKeyRow>> {
+    sqlx::query_as(
+        "SELECT * FROM api_keys WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(workspace_id)
+    .bind(page.after.unwrap_or(""))
+    .bind(page.limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn select_api_key(
+    db: &Db,
+    workspace_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<ApiKeyRow>> {
+    sqlx::query_as("SELECT * FROM api_keys WHERE workspace_id = $1 AND id = $2")
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Revokes a key (kept, so listings show when it stopped working).
+pub async fn revoke_api_key(db: &Db, id: &str) -> sqlx::Result<ApiKeyRow> {
+    sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(now())
+    .fetch_one(db)
+    .await
+}
+
+/// Records a key's use, at most once a minute per key (keeps reads read-only mostly).
+pub async fn touch_api_key(db: &Db, id: &str) -> sqlx::Result<()> {
+    let now = now();
+    let minute_ago = format_timestamp(OffsetDateTime::now_utc() - time::Duration::minutes(1));
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = $2
+         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(minute_ago)
     .execute(db)
     .await?;
     Ok(())

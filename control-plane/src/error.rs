@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 401: a credential is missing or wrong.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: authenticated, but the role is too small.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0} not found")]
     NotFound(String),
@@ -70,6 +73,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field.clone()))
             }
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
@@ -89,6 +93,13 @@ impl IntoResponse for ApiError {
         if let Some(field) = field {
             error["field"] = json!(field);
         }
-        (status, axum::Json(json!({ "error": error }))).into_response()
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

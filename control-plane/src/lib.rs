@@ -2,6 +2,7 @@
 //! that carries every change to the edge.
 //!
 //! Module map:
+//! - [`auth`] — JWTs, API keys and roles: who may touch which workspace.
 //! - [`config`] — settings from the environment, validated at start-up.
 //! - [`db`] — the pool, migrations and every query.
 //! - [`http`] — the axum router, one module per resource.
@@ -12,6 +13,7 @@
 //! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
 //! `main` and the tests start the server the same way.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -41,7 +43,11 @@ pub struct Application {
 impl Application {
     /// Connects the database, applies migrations, builds the router and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.check_jwt_secret()?;
         let db = db::connect(&config.database_url, config.database_max_connections).await?;
+        if let Some(workspace) = db::ensure_default_workspace(&db).await? {
+            tracing::info!(workspace = %workspace.slug, "created the default workspace");
+        }
         let sink: Option<Arc<dyn SnapshotSink>> =
             match (&config.edge_url, &config.edge_publish_token) {
                 (Some(url), Some(token)) => Some(Arc::new(EdgeSink::new(
@@ -56,6 +62,7 @@ impl Application {
             db,
             publisher: publisher.clone(),
             internal_token: config.edge_publish_token.clone(),
+            tokens: auth::Tokens::new(&config.jwt_secret),
         });
         let listener = TcpListener::bind((config.host, config.port))
             .await

@@ -26,6 +26,10 @@ use crate::db::{self, Db, Page};
 pub trait SnapshotSink: Send + Sync + std::fmt::Debug {
     /// Stores `snapshot` (serialized as `body`) as the current one for its API.
     async fn put(&self, snapshot: &Snapshot, body: Vec<u8>) -> anyhow::Result<()>;
+
+    /// Removes the snapshot of the deleted API `slug`, unless the edge holds a version newer
+    /// than `version` (the slug was used again meanwhile).
+    async fn remove(&self, slug: &str, version: u64) -> anyhow::Result<()>;
 }
 
 /// Publishes through the edge Worker's `PUT /__edgemock/v1/snapshots/{slug}`.
@@ -67,6 +71,27 @@ impl SnapshotSink for EdgeSink {
         let text = response.text().await.unwrap_or_default();
         Err(anyhow!("PUT {url} answered {status}: {}", text.chars().take(500).collect::<String>()))
     }
+
+    async fn remove(&self, slug: &str, version: u64) -> anyhow::Result<()> {
+        let url = format!("{}/__edgemock/v1/snapshots/{slug}?version={version}", self.base_url);
+        let response = self
+            .client
+            .delete(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("DELETE {url}"))?;
+        let status = response.status();
+        // 409: a newer API with this slug is already there, which must stay.
+        if status.is_success() || status == reqwest::StatusCode::CONFLICT {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(anyhow!(
+            "DELETE {url} answered {status}: {}",
+            text.chars().take(500).collect::<String>()
+        ))
+    }
 }
 
 /// Builds an API's snapshot from the database.
@@ -90,12 +115,32 @@ pub async fn build_snapshot(db: &Db, api_id: &str) -> anyhow::Result<Option<Snap
     Ok(Some(Snapshot {
         format_version: SNAPSHOT_FORMAT_VERSION,
         version: u64::try_from(api.version).unwrap_or_default(),
-        workspace: WorkspaceRef { id: workspace.id, slug: workspace.slug, ..Default::default() },
-        api: ApiRef { id: api.id, slug: api.slug, name: api.name, ..Default::default() },
+        workspace: WorkspaceRef {
+            id: workspace.id,
+            slug: workspace.slug,
+            plan: serde_json::from_value(serde_json::Value::String(workspace.plan))
+                .unwrap_or_default(),
+            rate_limit_rpm: workspace.rate_limit_rpm.and_then(|r| u32::try_from(r).ok()),
+        },
+        api: api_ref(&api)?,
         endpoints,
         graphql: Vec::new(),
         websockets: Vec::new(),
     }))
+}
+
+/// The API as its snapshot names it: identity plus its stored settings.
+pub fn api_ref(api: &db::ApiRow) -> anyhow::Result<ApiRef> {
+    let settings: crate::http::ApiSettings = serde_json::from_str(&api.settings)
+        .with_context(|| format!("API {} has unreadable settings", api.id))?;
+    Ok(ApiRef {
+        id: api.id.clone(),
+        slug: api.slug.clone(),
+        name: api.name.clone(),
+        base_headers: settings.base_headers,
+        default_delay: settings.default_delay,
+        cors: settings.cors,
+    })
 }
 
 /// The delay before retry number `attempt` (1-based): 1 s, 2 s, 4 s … capped at 256 s.
@@ -175,6 +220,9 @@ impl Publisher {
             if let Err(e) = self.publish_due().await {
                 tracing::error!(error = format!("{e:#}"), "publisher round failed");
             }
+            if let Err(e) = self.remove_due().await {
+                tracing::error!(error = format!("{e:#}"), "removal round failed");
+            }
             let sleep = match db::select_next_publish_at(&self.db).await {
                 Ok(Some(at)) => {
                     time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
@@ -191,6 +239,34 @@ impl Publisher {
                 () = tokio::time::sleep(sleep) => {}
             }
         }
+    }
+
+    /// Removes deleted APIs from the edge, with the same back-off as publishing.
+    async fn remove_due(&self) -> anyhow::Result<()> {
+        let Some(sink) = &self.sink else { return Ok(()) };
+        for retired in db::select_due_removals(&self.db, &db::now(), 32).await? {
+            let version = u64::try_from(retired.last_version).unwrap_or_default();
+            match sink.remove(&retired.slug, version).await {
+                Ok(()) => {
+                    db::update_removal_done(&self.db, &retired.slug, retired.last_version).await?;
+                    tracing::info!(api = %retired.slug, version, "removed from the edge");
+                }
+                Err(e) => {
+                    let attempt = u32::try_from(retired.attempts + 1).unwrap_or(u32::MAX);
+                    let next = time::OffsetDateTime::now_utc() + retry_delay(attempt);
+                    let message = format!("{e:#}");
+                    db::update_removal_failed(
+                        &self.db,
+                        &retired.slug,
+                        &message,
+                        &db::format_timestamp(next),
+                    )
+                    .await?;
+                    tracing::warn!(api = %retired.slug, error = %message, "removal failed");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn publish_due(&self) -> anyhow::Result<()> {

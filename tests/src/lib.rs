@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use edgemock_control_plane::auth::{Claims, Role, Tokens};
 use edgemock_control_plane::{Application, Config};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -328,12 +329,32 @@ fn uuid_like() -> String {
     format!("{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The `JWT_SECRET` of every control plane the tests start.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+fn claims(sub: &str, role: Role, workspaces: &[&str]) -> Claims {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(u64::MAX);
+    Claims {
+        sub: sub.to_owned(),
+        role,
+        workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
+        exp,
+    }
+}
+
 /// The control plane, started in-process on port 0, and a client for its admin API.
 #[derive(Debug)]
 pub struct ControlPlane {
     pub url: String,
     pub port: u16,
+    /// Sends a token for every workspace with the owner role.
     pub client: reqwest::Client,
+    pub tokens: Tokens,
+    /// The token `client` sends.
+    pub owner_token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -368,6 +389,7 @@ impl ControlPlane {
     ) -> anyhow::Result<Self> {
         let config = Config {
             host: [127, 0, 0, 1].into(),
+            jwt_secret: JWT_SECRET.to_owned(),
             port,
             database_url: database_url.to_owned(),
             edge_url,
@@ -385,13 +407,43 @@ impl ControlPlane {
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
+        let tokens = Tokens::new(JWT_SECRET);
+        let owner = tokens.mint(&claims("test-owner", Role::Owner, &["*"]))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {owner}").parse()?);
         Ok(Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder().default_headers(headers).build()?,
+            tokens,
+            owner_token: owner,
             stop: Some(stop),
             server,
         })
+    }
+
+    /// A token for `sub` with `role` in `workspaces`, valid for an hour.
+    pub fn token(&self, sub: &str, role: Role, workspaces: &[&str]) -> String {
+        self.tokens.mint(&claims(sub, role, workspaces)).unwrap_or_default()
+    }
+
+    /// Sends `method path` with `body` as the bearer of `credential` (`None`: no
+    /// `Authorization` at all).
+    pub async fn send_as(
+        &self,
+        credential: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request).await
     }
 
     /// Shuts the server down as SIGTERM would (in-flight requests finish, the listener and
@@ -432,12 +484,17 @@ impl ControlPlane {
     ) -> anyhow::Result<Reply> {
         let request = reqwest::Client::new()
             .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.owner_token)
             .header("content-type", "application/json");
         self.send(request.body(body)).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
         self.send(self.client.put(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        self.send(self.client.patch(format!("{}{path}", self.url)).json(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<Reply> {

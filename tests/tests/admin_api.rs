@@ -70,7 +70,7 @@ async fn admin_api_scenario(cp: &ControlPlane) -> anyhow::Result<()> {
             None => break,
         }
     }
-    assert_eq!(seen, ["acme", "ws-0", "ws-1", "ws-2", "ws-3"]);
+    assert_eq!(seen, ["default", "acme", "ws-0", "ws-1", "ws-2", "ws-3"]);
     let (status, body) = cp.get("/api/v1/workspaces?limit=100000").await?;
     assert_eq!((status, field(&body)), (422, "limit"));
     let (status, body) = cp.get("/api/v1/workspaces?limit=abc").await?;
@@ -277,7 +277,7 @@ async fn admin_api_on_sqlite() -> anyhow::Result<()> {
     // Everything survives a restart on the same file; migrations are not re-applied.
     let cp = ControlPlane::start(&url, None).await?;
     let (status, list) = cp.get("/api/v1/workspaces?limit=10").await?;
-    assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 5));
+    assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 6));
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
     assert_eq!(api["version"], 20);
     drop(cp);

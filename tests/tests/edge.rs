@@ -148,7 +148,58 @@ async fn scenario(edge: &Edge, cp: &ControlPlane, client: &reqwest::Client) -> a
     assert_eq!(seen.body, br#"{"ok":true}"#);
 
     publish_route_is_guarded(edge, client).await?;
-    isolate_cache_expires_within_its_ttl(edge, cp, client).await
+    isolate_cache_expires_within_its_ttl(edge, cp, client).await?;
+    deleted_apis_leave_the_edge(edge, cp, client).await
+}
+
+/// Deleting an API removes it from the edge; the slug created again serves the new API
+/// (its versions continue above the old ones, which the edge requires).
+async fn deleted_apis_leave_the_edge(
+    edge: &Edge,
+    cp: &ControlPlane,
+    client: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let (status, _) = cp.post("/api/v1/workspaces/e2e/apis", &json!({"slug": "gone"})).await?;
+    assert_eq!(status, 201);
+    let (status, _) = cp
+        .post(
+            "/api/v1/apis/gone/endpoints",
+            &json!({"method": "GET", "path": "/v", "response": {"body": "old"}}),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let url = format!("{}/mock/gone/v", edge.url);
+    eventually(VISIBLE_WITHIN, "the API at the edge", || async {
+        fetch(client, reqwest::Method::GET, &url).await.filter(|s| s.body == b"old")
+    })
+    .await?;
+    let (status, _) = cp.delete("/api/v1/apis/gone").await?;
+    assert_eq!(status, 204);
+    eventually(VISIBLE_WITHIN, "the API to leave the edge", || async {
+        fetch(client, reqwest::Method::GET, &url).await.filter(|s| s.status == 404)
+    })
+    .await?;
+    let (status, _) = cp.post("/api/v1/workspaces/e2e/apis", &json!({"slug": "gone"})).await?;
+    assert_eq!(status, 201);
+    let (status, _) = cp
+        .post(
+            "/api/v1/apis/gone/endpoints",
+            &json!({"method": "GET", "path": "/v", "response": {"body": "new"}}),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    eventually(VISIBLE_WITHIN, "the new API with the old slug", || async {
+        fetch(client, reqwest::Method::GET, &url).await.filter(|s| s.body == b"new")
+    })
+    .await?;
+    // A removal of the old version that arrives late does not take the new one down.
+    let r = client
+        .delete(format!("{}/__edgemock/v1/snapshots/gone?version=1", edge.url))
+        .bearer_auth(&edge.token)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 409);
+    Ok(())
 }
 
 /// A snapshot that reaches KV without passing through this isolate (as one published through

@@ -7,10 +7,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgemock_shared::Snapshot;
 use edgemock_shared::model::validate_slug;
+use edgemock_shared::model::{Cors, Delay};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use super::workspaces::validate_name;
+use super::workspaces::{find_workspace, validate_name};
 use super::{AppState, Input, PageQuery, Paginated};
+use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow};
 use crate::error::{ApiError, Result};
 use crate::publish::build_snapshot;
@@ -18,17 +21,61 @@ use crate::publish::build_snapshot;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/workspaces/{workspace}/apis", get(list_apis).post(create_api))
-        .route("/apis/{api}", get(get_api))
+        .route("/apis/{api}", get(get_api).patch(update_api).delete(delete_api))
         .route("/apis/{api}/publish", post(publish_api))
         .route("/apis/{api}/snapshot", get(get_snapshot))
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewApi {
     /// Globally unique: the `{apiSlug}` of `/mock/{apiSlug}/…`.
     pub slug: String,
     /// Defaults to the slug.
     pub name: Option<String>,
+    #[serde(default, flatten)]
+    pub settings: ApiSettings,
+}
+
+/// What applies to all of an API's endpoints; stored as JSON and carried in its snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Headers added to every response unless the response sets the same name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub base_headers: BTreeMap<String, String>,
+    /// The delay of endpoints that define none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_delay: Option<Delay>,
+    /// CORS: preflights answered and CORS headers on every response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+impl ApiSettings {
+    fn validate(&self) -> Result<()> {
+        edgemock_shared::ApiRef {
+            base_headers: self.base_headers.clone(),
+            default_delay: self.default_delay.clone(),
+            cors: self.cors.clone(),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(ApiError::from)
+    }
+}
+
+/// Changes to an API: absent fields keep their value; a settings field replaces the old one
+/// whole (`null` clears `default_delay` and `cors`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiChanges {
+    pub name: Option<String>,
+    pub base_headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "super::explicit_null")]
+    pub default_delay: Option<Option<Delay>>,
+    #[serde(default, deserialize_with = "super::explicit_null")]
+    pub cors: Option<Option<Cors>>,
 }
 
 /// An API as the admin API shows it.
@@ -40,6 +87,8 @@ pub struct ApiView {
     pub name: String,
     /// The snapshot version: bumped by every change.
     pub version: i64,
+    #[serde(flatten)]
+    pub settings: ApiSettings,
     pub publish: PublishView,
     pub created_at: String,
     pub updated_at: String,
@@ -69,7 +118,9 @@ impl ApiView {
         } else {
             "pending"
         };
+        let settings = serde_json::from_str(&row.settings).unwrap_or_default();
         Self {
+            settings,
             id: row.id,
             workspace_id: row.workspace_id,
             slug: row.slug,
@@ -91,17 +142,18 @@ impl ApiView {
 
 async fn create_api(
     State(state): State<AppState>,
+    caller: Caller,
     Path(workspace): Path<String>,
     Input(new): Input<NewApi>,
 ) -> Result<(StatusCode, Json<ApiView>)> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Editor).await?;
     validate_slug("slug", &new.slug)?;
     let name = new.name.unwrap_or_else(|| new.slug.clone());
     validate_name("name", &name)?;
-    let workspace = db::select_workspace(&state.db, &workspace)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("workspace '{workspace}'")))?;
-    let api = db::insert_api(&state.db, &workspace.id, &new.slug, &name).await.map_err(|e| {
-        match ApiError::from(e) {
+    new.settings.validate()?;
+    let settings = serde_json::to_string(&new.settings).map_err(anyhow::Error::from)?;
+    let api = db::insert_api(&state.db, &workspace.id, &new.slug, &name, &settings).await.map_err(
+        |e| match ApiError::from(e) {
             ApiError::Conflict { .. } => ApiError::Conflict {
                 field: Some("slug".into()),
                 message: format!(
@@ -110,8 +162,8 @@ async fn create_api(
                 ),
             },
             other => other,
-        }
-    })?;
+        },
+    )?;
     tracing::info!(api = %api.slug, workspace = %workspace.slug, "API created");
     // A new API is version 1 with no endpoints: publish it, so its routes answer 404 by
     // route rather than by API.
@@ -121,25 +173,81 @@ async fn create_api(
 
 async fn list_apis(
     State(state): State<AppState>,
+    caller: Caller,
     Path(workspace): Path<String>,
     page: PageQuery,
 ) -> Result<Json<Paginated<ApiView>>> {
-    let workspace = db::select_workspace(&state.db, &workspace)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("workspace '{workspace}'")))?;
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Viewer).await?;
     let rows = db::select_apis_of_workspace(&state.db, &workspace.id, page.fetch()).await?;
     let publishing = state.publisher.enabled();
     let views = rows.into_iter().map(|r| ApiView::new(r, publishing)).collect();
     Ok(Json(page.paginate(views, |a| a.id.clone())))
 }
 
+/// An API by id or slug, for callers that are not tenants (the edge's internal routes).
 pub async fn find_api(state: &AppState, key: &str) -> Result<ApiRow> {
     db::select_api(&state.db, key).await?.ok_or_else(|| ApiError::NotFound(format!("API '{key}'")))
 }
 
-async fn get_api(State(state): State<AppState>, Path(key): Path<String>) -> Result<Json<ApiView>> {
-    let api = find_api(&state, &key).await?;
+/// The API `key` if `caller` has at least `needed` in its workspace: 404 when the caller
+/// has no role there (as if the API did not exist), 403 when the role is too small.
+pub async fn authorize_api(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    needed: Role,
+) -> Result<ApiRow> {
+    let not_found = || ApiError::NotFound(format!("API '{key}'"));
+    let api = db::select_api(&state.db, key).await?.ok_or_else(not_found)?;
+    let workspace =
+        db::select_workspace(&state.db, &api.workspace_id).await?.ok_or_else(not_found)?;
+    caller.require(state, &workspace, needed, not_found).await?;
+    Ok(api)
+}
+
+async fn get_api(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> Result<Json<ApiView>> {
+    let api = authorize_api(&state, &caller, &key, Role::Viewer).await?;
     Ok(Json(ApiView::new(api, state.publisher.enabled())))
+}
+
+async fn update_api(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+    Input(changes): Input<ApiChanges>,
+) -> Result<Json<ApiView>> {
+    let api = authorize_api(&state, &caller, &key, Role::Editor).await?;
+    let current: ApiSettings = serde_json::from_str(&api.settings).unwrap_or_default();
+    let settings = ApiSettings {
+        base_headers: changes.base_headers.unwrap_or(current.base_headers),
+        default_delay: changes.default_delay.unwrap_or(current.default_delay),
+        cors: changes.cors.unwrap_or(current.cors),
+    };
+    settings.validate()?;
+    let name = changes.name.unwrap_or(api.name);
+    validate_name("name", &name)?;
+    let json = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
+    let updated = db::update_api_settings(&state.db, &api.id, &name, &json).await?;
+    state.publisher.wake();
+    tracing::info!(api = %updated.slug, version = updated.version, by = %caller.who(), "API updated");
+    Ok(Json(ApiView::new(updated, state.publisher.enabled())))
+}
+
+/// Deletes the API and its endpoints; the edge drops its snapshot shortly after.
+async fn delete_api(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> Result<StatusCode> {
+    let api = authorize_api(&state, &caller, &key, Role::Admin).await?;
+    db::delete_api(&state.db, &api).await?;
+    state.publisher.wake();
+    tracing::info!(api = %api.slug, by = %caller.who(), "API deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Publishes the API's current snapshot now, even if the edge is believed to have it (for
@@ -147,9 +255,10 @@ async fn get_api(State(state): State<AppState>, Path(key): Path<String>) -> Resu
 /// 502 naming the edge's answer, and is retried in the background as usual.
 async fn publish_api(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Json<ApiView>> {
-    let api = find_api(&state, &key).await?;
+    let api = authorize_api(&state, &caller, &key, Role::Editor).await?;
     if !state.publisher.enabled() {
         return Err(ApiError::Conflict {
             field: None,
@@ -166,9 +275,10 @@ async fn publish_api(
 /// The snapshot exactly as it is published to the edge.
 async fn get_snapshot(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Json<Snapshot>> {
-    let api = find_api(&state, &key).await?;
+    let api = authorize_api(&state, &caller, &key, Role::Viewer).await?;
     build_snapshot(&state.db, &api.id)
         .await?
         .map(Json)

@@ -9,13 +9,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use edgemock_shared::{
-    ApiRef, EndpointDefinition, Engine, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint,
-    WorkspaceRef,
+    EndpointDefinition, Engine, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint, WorkspaceRef,
 };
 use serde::Serialize;
 
-use super::apis::find_api;
+use super::apis::authorize_api;
 use super::{AppState, Input, PageQuery, Paginated};
+use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow, EndpointRow, Page};
 use crate::error::{ApiError, Result};
 
@@ -91,12 +91,7 @@ fn check_change(api: &ApiRow, existing: &[EndpointRow], change: &Change<'_>) -> 
         format_version: SNAPSHOT_FORMAT_VERSION,
         version: 0,
         workspace: WorkspaceRef { id: api.workspace_id.clone(), ..Default::default() },
-        api: ApiRef {
-            id: api.id.clone(),
-            slug: api.slug.clone(),
-            name: api.name.clone(),
-            ..Default::default()
-        },
+        api: crate::publish::api_ref(api)?,
         endpoints,
         graphql: Vec::new(),
         websockets: Vec::new(),
@@ -116,9 +111,11 @@ fn all() -> Page<'static> {
 
 async fn create_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path(api): Path<String>,
     Input(definition): Input<EndpointDefinition>,
 ) -> Result<(StatusCode, Json<EndpointView>)> {
+    let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
         .await?
@@ -137,10 +134,11 @@ async fn create_endpoint(
 
 async fn list_endpoints(
     State(state): State<AppState>,
+    caller: Caller,
     Path(api): Path<String>,
     page: PageQuery,
 ) -> Result<Json<Paginated<EndpointView>>> {
-    let api = find_api(&state, &api).await?;
+    let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
     let rows = db::select_endpoints_of_api(&state.db, &api.id, page.fetch()).await?;
     let views = rows.into_iter().map(EndpointView::try_from).collect::<Result<Vec<_>>>()?;
     Ok(Json(page.paginate(views, |e| e.id.clone())))
@@ -148,9 +146,10 @@ async fn list_endpoints(
 
 async fn get_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path((api, id)): Path<(String, String)>,
 ) -> Result<Json<EndpointView>> {
-    let api = find_api(&state, &api).await?;
+    let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
     let row = db::select_endpoint(&state.db, &api.id, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("endpoint '{id}'")))?;
@@ -159,9 +158,11 @@ async fn get_endpoint(
 
 async fn replace_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path((api, id)): Path<(String, String)>,
     Input(definition): Input<EndpointDefinition>,
 ) -> Result<Json<EndpointView>> {
+    let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
         .await?
@@ -190,8 +191,10 @@ async fn replace_endpoint(
 
 async fn delete_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     Path((api, id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
+    let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
         .await?

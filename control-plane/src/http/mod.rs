@@ -1,11 +1,15 @@
 //! The HTTP layer: one `router()` per resource, merged here, with the shared state, the JSON
 //! input extractor and pagination.
 
+mod api_keys;
 mod apis;
 mod endpoints;
 mod health;
 mod internal;
+mod members;
 mod workspaces;
+
+pub use apis::ApiSettings;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -30,6 +34,8 @@ pub struct AppState {
     /// The secret the edge presents on internal routes (`EDGE_PUBLISH_TOKEN`); `None`
     /// disables them.
     pub internal_token: Option<String>,
+    /// Verifies admin JWTs (`JWT_SECRET`).
+    pub tokens: crate::auth::Tokens,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::router())
         .merge(apis::router())
         .merge(endpoints::router())
+        .merge(members::router())
+        .merge(api_keys::router())
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
@@ -177,4 +185,14 @@ impl PageQuery {
 pub struct Paginated<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+/// For `Option<Option<T>>` fields: absent stays `None` (keep the value), `null` becomes
+/// `Some(None)` (clear it).
+pub fn explicit_null<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }

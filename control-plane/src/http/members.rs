@@ -1,0 +1,133 @@
+//! `/api/v1/workspaces/{workspace}/members`: which JWT subjects have which role in a
+//! workspace. Admins manage members up to admin; only owners grant or touch owner.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::workspaces::find_workspace;
+use super::{AppState, Input, PageQuery, Paginated};
+use crate::auth::{Caller, Role};
+use crate::db::{self, MemberRow};
+use crate::error::{ApiError, Result};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/workspaces/{workspace}/members", get(list_members).post(add_member))
+        .route(
+            "/workspaces/{workspace}/members/{member}",
+            get(get_member).patch(change_member).delete(remove_member),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    /// The JWT `sub` of the person or system.
+    subject: String,
+    role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberChange {
+    role: String,
+}
+
+fn validate_subject(subject: &str) -> Result<()> {
+    if subject.trim().is_empty() || subject.len() > 256 || subject.chars().any(char::is_control) {
+        return Err(ApiError::invalid("subject", "must be 1 to 256 printable characters"));
+    }
+    Ok(())
+}
+
+/// Admins may grant up to admin; owner is granted (and taken) by owners only.
+fn check_grant(mine: Role, granted: Role) -> Result<()> {
+    if granted == Role::Owner && mine < Role::Owner {
+        return Err(ApiError::Forbidden("only owners grant or change the owner role".to_owned()));
+    }
+    Ok(())
+}
+
+async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(workspace): Path<String>,
+    page: PageQuery,
+) -> Result<Json<Paginated<MemberRow>>> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Viewer).await?;
+    let rows = db::select_members(&state.db, &workspace.id, page.fetch()).await?;
+    Ok(Json(page.paginate(rows, |m| m.id.clone())))
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(workspace): Path<String>,
+    Input(new): Input<NewMember>,
+) -> Result<(StatusCode, Json<MemberRow>)> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
+    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    validate_subject(&new.subject)?;
+    let role = Role::parse("role", &new.role)?;
+    check_grant(mine, role)?;
+    let row = db::insert_member(&state.db, &workspace.id, &new.subject, role.as_str())
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict { .. } => ApiError::Conflict {
+                field: Some("subject".into()),
+                message: format!("'{}' is already a member", new.subject),
+            },
+            other => other,
+        })?;
+    tracing::info!(workspace = %workspace.slug, subject = %row.subject, role = %row.role, by = %caller.who(), "member added");
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn find_member(state: &AppState, workspace_id: &str, key: &str) -> Result<MemberRow> {
+    db::select_member_by_id(&state.db, workspace_id, key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("member '{key}'")))
+}
+
+async fn get_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((workspace, member)): Path<(String, String)>,
+) -> Result<Json<MemberRow>> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Viewer).await?;
+    find_member(&state, &workspace.id, &member).await.map(Json)
+}
+
+async fn change_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((workspace, member)): Path<(String, String)>,
+    Input(change): Input<MemberChange>,
+) -> Result<Json<MemberRow>> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
+    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    let member = find_member(&state, &workspace.id, &member).await?;
+    let role = Role::parse("role", &change.role)?;
+    check_grant(mine, role)?;
+    check_grant(mine, Role::parse("role", &member.role).unwrap_or(Role::Owner))?;
+    let row = db::update_member_role(&state.db, &member.id, role.as_str()).await?;
+    tracing::info!(workspace = %workspace.slug, subject = %row.subject, role = %row.role, by = %caller.who(), "member changed");
+    Ok(Json(row))
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((workspace, member)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
+    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    let member = find_member(&state, &workspace.id, &member).await?;
+    check_grant(mine, Role::parse("role", &member.role).unwrap_or(Role::Owner))?;
+    db::delete_member(&state.db, &member.id).await?;
+    tracing::info!(workspace = %workspace.slug, subject = %member.subject, by = %caller.who(), "member removed");
+    Ok(StatusCode::NO_CONTENT)
+}
