@@ -49,3 +49,26 @@ CREATE TABLE retired_apis (
     retired_at       TEXT NOT NULL
 );
 CREATE INDEX retired_apis_pending ON retired_apis (removed, next_attempt_at);
+
+-- GraphQL operations (/mock-graphql/{apiSlug}) and WebSocket mocks (/ws/{apiSlug}/…) of an
+-- API, each stored whole as JSON (edgemock_shared::GraphqlOperation, WebSocketEndpoint),
+-- with the name or path copied out for listing.
+CREATE TABLE graphql_operations (
+    id          TEXT PRIMARY KEY,
+    api_id      TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
+    label       TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX graphql_operations_by_api ON graphql_operations (api_id, id);
+
+CREATE TABLE websocket_endpoints (
+    id          TEXT PRIMARY KEY,
+    api_id      TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
+    label       TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX websocket_endpoints_by_api ON websocket_endpoints (api_id, id);

@@ -817,3 +817,105 @@ pub async fn insert_analytics_events(
     tx.commit().await?;
     Ok(inserted)
 }
+
+// --- GraphQL operations and WebSocket mocks ---
+
+/// The two tables of an API's other protocols; both have the same columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemTable {
+    GraphqlOperations,
+    WebsocketEndpoints,
+}
+
+impl ItemTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::GraphqlOperations => "graphql_operations",
+            Self::WebsocketEndpoints => "websocket_endpoints",
+        }
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ItemRow {
+    pub id: String,
+    pub api_id: String,
+    pub label: String,
+    pub definition: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub async fn select_items<'c>(
+    db: impl Executor<'c, Database = Any>,
+    table: ItemTable,
+    api_id: &str,
+    page: Page<'_>,
+) -> sqlx::Result<Vec<ItemRow>> {
+    let sql = format!(
+        "SELECT * FROM {} WHERE api_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        table.name()
+    );
+    sqlx::query_as(&sql)
+        .bind(api_id)
+        .bind(page.after.unwrap_or(""))
+        .bind(page.limit)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn insert_item<'c>(
+    db: impl Executor<'c, Database = Any>,
+    table: ItemTable,
+    api_id: &str,
+    label: &str,
+    definition: &str,
+) -> sqlx::Result<ItemRow> {
+    let sql = format!(
+        "INSERT INTO {} (id, api_id, label, definition, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $5) RETURNING *",
+        table.name()
+    );
+    sqlx::query_as(&sql)
+        .bind(new_id())
+        .bind(api_id)
+        .bind(label)
+        .bind(definition)
+        .bind(now())
+        .fetch_one(db)
+        .await
+}
+
+pub async fn update_item<'c>(
+    db: impl Executor<'c, Database = Any>,
+    table: ItemTable,
+    api_id: &str,
+    id: &str,
+    label: &str,
+    definition: &str,
+) -> sqlx::Result<Option<ItemRow>> {
+    let sql = format!(
+        "UPDATE {} SET label = $3, definition = $4, updated_at = $5
+         WHERE api_id = $1 AND id = $2 RETURNING *",
+        table.name()
+    );
+    sqlx::query_as(&sql)
+        .bind(api_id)
+        .bind(id)
+        .bind(label)
+        .bind(definition)
+        .bind(now())
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn delete_item<'c>(
+    db: impl Executor<'c, Database = Any>,
+    table: ItemTable,
+    api_id: &str,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let sql = format!("DELETE FROM {} WHERE api_id = $1 AND id = $2", table.name());
+    let done = sqlx::query(&sql).bind(api_id).bind(id).execute(db).await?;
+    Ok(done.rows_affected() > 0)
+}

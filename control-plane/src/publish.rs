@@ -124,9 +124,25 @@ pub async fn build_snapshot(db: &Db, api_id: &str) -> anyhow::Result<Option<Snap
         },
         api: api_ref(&api)?,
         endpoints,
-        graphql: Vec::new(),
-        websockets: Vec::new(),
+        graphql: items(db, db::ItemTable::GraphqlOperations, &api.id).await?,
+        websockets: items(db, db::ItemTable::WebsocketEndpoints, &api.id).await?,
     }))
+}
+
+/// An API's GraphQL operations or WebSocket mocks, in creation order.
+async fn items<T: serde::de::DeserializeOwned>(
+    db: &Db,
+    table: db::ItemTable,
+    api_id: &str,
+) -> anyhow::Result<Vec<T>> {
+    db::select_items(db, table, api_id, Page { after: None, limit: i64::MAX })
+        .await?
+        .into_iter()
+        .map(|row| {
+            serde_json::from_str(&row.definition)
+                .with_context(|| format!("item {} has an unreadable definition", row.id))
+        })
+        .collect()
 }
 
 /// The API as its snapshot names it: identity plus its stored settings.

@@ -32,8 +32,9 @@ async fn seed(cp: &ControlPlane, slug: &str) -> anyhow::Result<String> {
     Ok(body["id"].as_str().unwrap().to_owned())
 }
 
-/// Every admin route, addressed at workspace `ws` (API `{ws}-api`, endpoint `endpoint`,
-/// member `member`, key `key`), with a valid body where it takes one.
+/// Every admin route, addressed at workspace `ws` (API `{ws}-api`, endpoint `endpoint` (also
+/// standing in for GraphQL and WebSocket ids), member `member`, key `key`), with a valid
+/// body where it takes one.
 fn routes(
     ws: &str,
     endpoint: &str,
@@ -62,6 +63,28 @@ fn routes(
         (Method::GET, format!("/api/v1/apis/{api}/endpoints/{endpoint}"), None),
         (Method::PUT, format!("/api/v1/apis/{api}/endpoints/{endpoint}"), Some(e)),
         (Method::DELETE, format!("/api/v1/apis/{api}/endpoints/{endpoint}"), None),
+        (Method::GET, format!("/api/v1/apis/{api}/graphql-operations"), None),
+        (
+            Method::POST,
+            format!("/api/v1/apis/{api}/graphql-operations"),
+            Some(json!({"name": "Q"})),
+        ),
+        (Method::GET, format!("/api/v1/apis/{api}/graphql-operations/{endpoint}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/apis/{api}/graphql-operations/{endpoint}"),
+            Some(json!({"name": "Q"})),
+        ),
+        (Method::DELETE, format!("/api/v1/apis/{api}/graphql-operations/{endpoint}"), None),
+        (Method::GET, format!("/api/v1/apis/{api}/websockets"), None),
+        (Method::POST, format!("/api/v1/apis/{api}/websockets"), Some(json!({"path": "/w"}))),
+        (Method::GET, format!("/api/v1/apis/{api}/websockets/{endpoint}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/apis/{api}/websockets/{endpoint}"),
+            Some(json!({"path": "/w"})),
+        ),
+        (Method::DELETE, format!("/api/v1/apis/{api}/websockets/{endpoint}"), None),
         (Method::GET, format!("/api/v1/workspaces/{ws}/members"), None),
         (
             Method::POST,

@@ -191,6 +191,49 @@ async fn admin_api_scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
     assert_eq!(api["version"], 4 + 16, "{api}");
 
+    // GraphQL operations and WebSocket mocks: validated whole, listed, in the snapshot.
+    let (status, op) = cp
+        .post(
+            "/api/v1/apis/pets/graphql-operations",
+            &json!({"name": "GetPet", "response": {"body": {"data": {"pet": {"id": "{{ request.json.variables.id }}"}}}}}),
+        )
+        .await?;
+    assert_eq!((status, op["name"].as_str()), (201, Some("GetPet")), "{op}");
+    let (status, body) = cp
+        .post(
+            "/api/v1/apis/pets/graphql-operations",
+            &json!({"name": "Bad", "response": {"body": "{{ nope( }}"}}),
+        )
+        .await?;
+    assert_eq!((status, field(&body)), (422, "response.body"), "{body}");
+    let (status, ws) = cp
+        .post(
+            "/api/v1/apis/pets/websockets",
+            &json!({"path": "/feed", "on_connect": [{"data": "hello"}], "intervals": [{"every_ms": 1000, "message": {"data": "tick"}}]}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{ws}");
+    let (status, body) = cp
+        .post(
+            "/api/v1/apis/pets/websockets",
+            &json!({"path": "/feed2", "intervals": [{"every_ms": 0, "message": {"data": "x"}}]}),
+        )
+        .await?;
+    assert_eq!((status, field(&body)), (422, "intervals[0].every_ms"), "{body}");
+    let (_, snapshot) = cp.get("/api/v1/apis/pets/snapshot").await?;
+    assert_eq!(snapshot["graphql"][0]["name"], "GetPet");
+    assert_eq!(snapshot["websockets"][0]["path"], "/feed");
+    let (status, list) = cp.get("/api/v1/apis/pets/websockets").await?;
+    assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 1));
+    let ws_id = ws["id"].as_str().unwrap();
+    let (status, _) = cp.delete(&format!("/api/v1/apis/pets/websockets/{ws_id}")).await?;
+    assert_eq!(status, 204);
+    let (status, _) = cp.get(&format!("/api/v1/apis/pets/websockets/{ws_id}")).await?;
+    assert_eq!(status, 404);
+    let op_id = op["id"].as_str().unwrap();
+    let (status, _) = cp.delete(&format!("/api/v1/apis/pets/graphql-operations/{op_id}")).await?;
+    assert_eq!(status, 204);
+
     // Unknown routes and methods answer JSON.
     let (status, body) = cp.get("/api/v1/nothing-here").await?;
     assert_eq!((status, code(&body)), (404, "not_found"));
@@ -279,7 +322,7 @@ async fn admin_api_on_sqlite() -> anyhow::Result<()> {
     let (status, list) = cp.get("/api/v1/workspaces?limit=10").await?;
     assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 6));
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
-    assert_eq!(api["version"], 20);
+    assert_eq!(api["version"], 24, "20 endpoint writes, 4 GraphQL and WebSocket writes");
     drop(cp);
     ingest_scenario(&url).await
 }
@@ -294,7 +337,7 @@ async fn admin_api_on_postgres() -> anyhow::Result<()> {
 
     let cp = ControlPlane::start(&url, None).await?;
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
-    assert_eq!(api["version"], 20);
+    assert_eq!(api["version"], 24, "20 endpoint writes, 4 GraphQL and WebSocket writes");
     drop(cp);
     ingest_scenario(&url).await
 }

@@ -6,6 +6,7 @@ mod apis;
 mod endpoints;
 mod health;
 mod internal;
+mod items;
 mod members;
 mod workspaces;
 
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::router())
         .merge(apis::router())
         .merge(endpoints::router())
+        .merge(items::router())
         .merge(members::router())
         .merge(api_keys::router())
         .method_not_allowed_fallback(method_not_allowed);
