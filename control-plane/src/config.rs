@@ -28,6 +28,15 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `JWT_SECRET` (required, at least 32 bytes): the HS256 key of admin tokens.
     pub jwt_secret: String,
+    /// `MOCK_API_CACHE_TTL_SECONDS` (`60`): how long the native runtime trusts a compiled API
+    /// without checking for changes made through other replicas.
+    pub mock_api_cache_ttl_seconds: u64,
+    /// `PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS` (`false`): the native runtime's
+    /// proxy policy, as at the edge.
+    pub proxy_allow_http: bool,
+    pub proxy_allow_private_networks: bool,
+    /// `PROXY_DEFAULT_TIMEOUT` (`5000` ms, at most 30000).
+    pub proxy_default_timeout_ms: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +59,10 @@ impl std::fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .field("jwt_secret", &"<redacted>")
+            .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
+            .field("proxy_allow_http", &self.proxy_allow_http)
+            .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
+            .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
             .finish()
     }
 }
@@ -83,6 +96,10 @@ impl Default for Config {
             log_level: "info".to_owned(),
             log_format: LogFormat::Json,
             jwt_secret: String::new(),
+            mock_api_cache_ttl_seconds: 60,
+            proxy_allow_http: false,
+            proxy_allow_private_networks: false,
+            proxy_default_timeout_ms: 5_000,
         }
     }
 }
@@ -146,6 +163,23 @@ impl Config {
             log_level: lookup("LOG_LEVEL").unwrap_or(defaults.log_level),
             log_format,
             jwt_secret: lookup("JWT_SECRET").unwrap_or_default(),
+            mock_api_cache_ttl_seconds: parse(
+                "MOCK_API_CACHE_TTL_SECONDS",
+                lookup("MOCK_API_CACHE_TTL_SECONDS"),
+                defaults.mock_api_cache_ttl_seconds,
+            )?,
+            proxy_allow_http: parse("PROXY_ALLOW_HTTP", lookup("PROXY_ALLOW_HTTP"), false)?,
+            proxy_allow_private_networks: parse(
+                "PROXY_ALLOW_PRIVATE_NETWORKS",
+                lookup("PROXY_ALLOW_PRIVATE_NETWORKS"),
+                false,
+            )?,
+            proxy_default_timeout_ms: parse(
+                "PROXY_DEFAULT_TIMEOUT",
+                lookup("PROXY_DEFAULT_TIMEOUT"),
+                defaults.proxy_default_timeout_ms,
+            )?
+            .clamp(1, crate::runtime::MAX_PROXY_TIMEOUT_MS),
         };
         config.check_jwt_secret()?;
         if config.database_max_connections == 0 {

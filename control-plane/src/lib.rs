@@ -7,6 +7,7 @@
 //! - [`db`] — the pool, migrations and every query.
 //! - [`http`] — the axum router, one module per resource.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
+//! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logging.
 //!
@@ -19,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod publish;
+pub mod runtime;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -58,11 +60,22 @@ impl Application {
                 _ => None,
             };
         let publisher = Publisher::new(db.clone(), sink);
+        let runtime = runtime::Runtime::new(
+            db.clone(),
+            publisher.changes(),
+            std::time::Duration::from_secs(config.mock_api_cache_ttl_seconds),
+            edgemock_shared::proxy::ProxyPolicy {
+                allow_http: config.proxy_allow_http,
+                allow_private: config.proxy_allow_private_networks,
+            },
+            config.proxy_default_timeout_ms,
+        )?;
         let router = http::router(http::AppState {
             db,
             publisher: publisher.clone(),
             internal_token: config.edge_publish_token.clone(),
             tokens: auth::Tokens::new(&config.jwt_secret),
+            runtime,
         });
         let listener = TcpListener::bind((config.host, config.port))
             .await

@@ -171,13 +171,16 @@ pub struct Publisher {
     db: Db,
     sink: Option<Arc<dyn SnapshotSink>>,
     wake: Arc<Notify>,
+    /// Bumped by every [`Publisher::wake`], i.e. every committed change: the native
+    /// runtime's cache compares against it.
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Publisher {
     /// `sink: None` disables publishing (no `EDGE_URL`); versions still advance, so turning
     /// publishing on later sends everything that is due.
     pub fn new(db: Db, sink: Option<Arc<dyn SnapshotSink>>) -> Self {
-        Self { db, sink, wake: Arc::new(Notify::new()) }
+        Self { db, sink, wake: Arc::new(Notify::new()), changes: Arc::default() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -186,7 +189,13 @@ impl Publisher {
 
     /// Tells the loop that something changed. Cheap and never blocks.
     pub fn wake(&self) {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// The change counter that [`Publisher::wake`] bumps.
+    pub fn changes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.changes.clone()
     }
 
     /// Publishes one API now, whatever its state, and records the outcome.

@@ -8,6 +8,7 @@ mod health;
 mod internal;
 mod items;
 mod members;
+mod mocks;
 mod workspaces;
 
 pub use apis::ApiSettings;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub internal_token: Option<String>,
     /// Verifies admin JWTs (`JWT_SECRET`).
     pub tokens: crate::auth::Tokens,
+    /// The native runtime (`/mock/…`, `/mock-graphql/…`).
+    pub runtime: crate::runtime::Runtime,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(internal::router())
+        .merge(mocks::router())
         .merge(health::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

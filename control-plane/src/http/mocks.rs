@@ -1,0 +1,199 @@
+//! The native runtime's routes: `ANY /mock/{apiSlug}/{path…}` and
+//! `POST|GET /mock-graphql/{apiSlug}`, public like the edge's (see [`crate::runtime`]).
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::any;
+use edgemock_shared::MockResponse;
+use edgemock_shared::engine::ERROR_HEADER;
+use edgemock_shared::model::validate_slug;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mock/{api}", any(rest_root))
+        .route("/mock/{api}/", any(rest_root))
+        .route("/mock/{api}/{*path}", any(rest))
+        .route("/mock-graphql/{api}", any(graphql))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Rest,
+    Graphql,
+}
+
+async fn rest_root(
+    State(state): State<AppState>,
+    Path(api): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(&state, &api, "/".to_owned(), Protocol::Rest, method, uri, headers, body).await
+}
+
+async fn rest(
+    State(state): State<AppState>,
+    Path((api, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The raw path below the API prefix, still percent-encoded (as the engine expects).
+    let prefix = format!("/mock/{api}");
+    let raw = uri.path().strip_prefix(&prefix).map_or_else(|| format!("/{path}"), str::to_owned);
+    serve(&state, &api, raw, Protocol::Rest, method, uri, headers, body).await
+}
+
+async fn graphql(
+    State(state): State<AppState>,
+    Path(api): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(&state, &api, "/".to_owned(), Protocol::Graphql, method, uri, headers, body).await
+}
+
+/// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
+fn request_id(headers: &HeaderMap) -> String {
+    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let sane = !given.is_empty()
+        && given.len() <= 128
+        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if sane { given.to_owned() } else { uuid::Uuid::now_v7().to_string() }
+}
+
+fn error(status: u16, code: &str, message: &str, extra: Value) -> MockResponse {
+    let mut error = json!({ "code": code, "message": message });
+    if let (Some(e), Value::Object(x)) = (error.as_object_mut(), extra) {
+        e.extend(x);
+    }
+    MockResponse {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "no-store".into()),
+            (ERROR_HEADER.into(), code.into()),
+        ],
+        body: serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &AppState,
+    api: &str,
+    path: String,
+    protocol: Protocol,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = request_id(&headers);
+    let response = decide(state, api, path, protocol, method, uri, headers, body).await;
+    finish(response, &request_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    state: &AppState,
+    api: &str,
+    path: String,
+    protocol: Protocol,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> MockResponse {
+    let not_found = || {
+        error(
+            404,
+            "api_not_found",
+            &format!("no API is published with slug '{api}'"),
+            json!({ "api": api }),
+        )
+    };
+    if validate_slug("apiSlug", api).is_err() {
+        return not_found();
+    }
+    let engine = match state.runtime.engine(api).await {
+        Ok(Some(engine)) => engine,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            tracing::error!(api, error = %e, "cannot load the API for the native runtime");
+            return error(503, "store_unavailable", "the API cannot be loaded", json!({}));
+        }
+    };
+    let request = edgemock_shared::Request {
+        method: method.as_str().to_ascii_uppercase(),
+        path,
+        query: uri.query().unwrap_or_default().to_owned(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+            .collect(),
+        body: if matches!(method, Method::GET | Method::HEAD) { Vec::new() } else { body.to_vec() },
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    let seed = seed();
+    let outcome = match protocol {
+        Protocol::Rest => engine.handle(&request, now_ms, seed),
+        Protocol::Graphql => engine.handle_graphql(&request, now_ms, seed),
+    };
+    let delay = outcome.delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
+    }
+    crate::runtime::respond(&state.runtime, &request, outcome, &format!("/mock/{api}")).await
+}
+
+/// A fresh seed per request: every random choice the engine makes is drawn from it.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Never expected; a time-based seed still varies per request.
+        return u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos())
+            .unwrap_or_default();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// The response on the wire: `x-request-id` always, the request id in edgemock's own errors.
+fn finish(mut response: MockResponse, request_id: &str) -> Response {
+    let own_error = response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER));
+    if own_error
+        && let Ok(mut body) = serde_json::from_slice::<Value>(&response.body)
+        && let Some(error) = body.get_mut("error").and_then(Value::as_object_mut)
+    {
+        error.insert("request_id".to_owned(), json!(request_id));
+        response.body = serde_json::to_vec(&body).unwrap_or(response.body);
+    }
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let bodyless = matches!(response.status, 100..=199 | 204 | 205 | 304);
+    let mut out = Response::new(if bodyless { Body::empty() } else { Body::from(response.body) });
+    *out.status_mut() = status;
+    let headers = out.headers_mut();
+    for (name, value) in &response.headers {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
+            headers.append(name, value);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", value);
+    }
+    out
+}

@@ -1,0 +1,312 @@
+//! The native runtime: the control plane serves `/mock/{apiSlug}/…` and
+//! `/mock-graphql/{apiSlug}` itself, with the engine the edge runs, for teams that run only
+//! in Kubernetes or in air-gapped CI.
+//!
+//! Compiled APIs are kept in memory per slug. An entry is trusted until this process commits
+//! a change (every admin write wakes the publisher, which bumps [`Runtime`]'s generation) or
+//! for `MOCK_API_CACHE_TTL_SECONDS` (changes made through other replicas); then the API's
+//! version is read again and the engine recompiled only if it changed.
+//!
+//! What the edge does around the engine, this does too: delays, proxying under the same
+//! policy (`PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS`), `x-request-id`, the request
+//! id in edgemock's own errors, an empty 502 for `connection_close` faults.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edgemock_shared::proxy::{ProxyPolicy, check_target};
+use edgemock_shared::{Engine, MockResponse, Outcome, ProxyDirective};
+use tokio::sync::RwLock;
+
+use crate::db::{self, Db};
+
+/// Most APIs kept compiled; the least recently loaded goes first.
+const MAX_CACHED_APIS: usize = 1024;
+
+/// Longest proxy timeout an endpoint may ask for (as at the edge).
+pub const MAX_PROXY_TIMEOUT_MS: u32 = 30_000;
+
+struct Cached {
+    engine: Option<Arc<Engine>>,
+    version: i64,
+    generation: u64,
+    loaded_at: Instant,
+}
+
+/// The compiled-API cache and what serving needs.
+#[derive(Clone)]
+pub struct Runtime {
+    db: Db,
+    cache: Arc<RwLock<HashMap<String, Cached>>>,
+    generation: Arc<AtomicU64>,
+    ttl: Duration,
+    pub proxy_policy: ProxyPolicy,
+    pub proxy_default_timeout_ms: u32,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+/// Why an API could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0:#}")]
+    Unreadable(anyhow::Error),
+}
+
+impl Runtime {
+    pub fn new(
+        db: Db,
+        generation: Arc<AtomicU64>,
+        ttl: Duration,
+        proxy_policy: ProxyPolicy,
+        proxy_default_timeout_ms: u32,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            // Redirects go back to the client, as at the edge: following them would carry
+            // forwarded credentials to a host the policy never checked.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            db,
+            cache: Arc::default(),
+            generation,
+            ttl,
+            proxy_policy,
+            proxy_default_timeout_ms,
+            http,
+        })
+    }
+
+    /// The compiled API published under `slug`, or `None` if there is none.
+    pub async fn engine(&self, slug: &str) -> Result<Option<Arc<Engine>>, LoadError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(hit) = self.cache.read().await.get(slug)
+            && hit.generation == generation
+            && hit.loaded_at.elapsed() < self.ttl
+        {
+            return Ok(hit.engine.clone());
+        }
+        let api = db::select_api(&self.db, slug).await?;
+        let Some(api) = api.filter(|a| a.slug == slug) else {
+            self.remember(slug, None, 0, generation).await;
+            return Ok(None);
+        };
+        // Same version as compiled: keep the engine, only refresh the entry.
+        let same = self
+            .cache
+            .read()
+            .await
+            .get(slug)
+            .filter(|c| c.version == api.version)
+            .and_then(|c| c.engine.clone());
+        if let Some(engine) = same {
+            self.remember(slug, Some(engine.clone()), api.version, generation).await;
+            return Ok(Some(engine));
+        }
+        let snapshot = crate::publish::build_snapshot(&self.db, &api.id)
+            .await
+            .map_err(LoadError::Unreadable)?;
+        let Some(snapshot) = snapshot else { return Ok(None) };
+        let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
+        let engine =
+            Arc::new(Engine::from_snapshot(snapshot).map_err(|e| LoadError::Unreadable(e.into()))?);
+        self.remember(slug, Some(engine.clone()), version, generation).await;
+        Ok(Some(engine))
+    }
+
+    async fn remember(
+        &self,
+        slug: &str,
+        engine: Option<Arc<Engine>>,
+        version: i64,
+        generation: u64,
+    ) {
+        let mut cache = self.cache.write().await;
+        if cache.len() >= MAX_CACHED_APIS && !cache.contains_key(slug) {
+            let oldest = cache.iter().min_by_key(|(_, c)| c.loaded_at).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                cache.remove(&oldest);
+            }
+        }
+        let loaded_at = Instant::now();
+        cache.insert(slug.to_owned(), Cached { engine, version, generation, loaded_at });
+    }
+
+    /// Forwards a request as the engine's proxy directive says, under the deployment's
+    /// policy; an answer the edge would give, including its 502 and 504 errors.
+    pub async fn forward(
+        &self,
+        request: &edgemock_shared::Request,
+        directive: &ProxyDirective,
+        cookie_path: &str,
+    ) -> MockResponse {
+        forward(
+            &self.http,
+            self.proxy_policy,
+            self.proxy_default_timeout_ms,
+            request,
+            directive,
+            cookie_path,
+        )
+        .await
+    }
+}
+
+/// Headers of one connection, never forwarded either way (RFC 9110 §7.6.1), plus those the
+/// client library sets itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+fn error(status: u16, code: &str, message: &str, extra: serde_json::Value) -> MockResponse {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let (Some(e), serde_json::Value::Object(x)) = (error.as_object_mut(), extra) {
+        e.extend(x);
+    }
+    MockResponse {
+        status,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (edgemock_shared::engine::ERROR_HEADER.into(), code.into()),
+        ],
+        body: serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default(),
+    }
+}
+
+async fn forward(
+    http: &reqwest::Client,
+    policy: ProxyPolicy,
+    default_timeout_ms: u32,
+    request: &edgemock_shared::Request,
+    directive: &ProxyDirective,
+    cookie_path: &str,
+) -> MockResponse {
+    if let Err(why) = check_target(&directive.url, policy) {
+        return error(
+            502,
+            "proxy_target_forbidden",
+            &format!("this endpoint's proxy target is not allowed: {why}"),
+            serde_json::json!({ "target": directive.url }),
+        );
+    }
+    let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
+        return error(
+            501,
+            "proxy_method_not_supported",
+            "unsupported method",
+            serde_json::json!({}),
+        );
+    };
+    let timeout_ms =
+        directive.timeout_ms.unwrap_or(default_timeout_ms).clamp(1, MAX_PROXY_TIMEOUT_MS);
+    let mut builder = http
+        .request(method, &directive.url)
+        .timeout(Duration::from_millis(u64::from(timeout_ms)))
+        .body(request.body.clone());
+    for (name, value) in &request.headers {
+        let lower = name.to_ascii_lowercase();
+        let dropped = NOT_FORWARDED.contains(&lower.as_str())
+            || lower.starts_with("cf-")
+            || lower == "x-real-ip"
+            || (lower == "authorization" && !directive.forward_authorization)
+            || (lower == "cookie" && !directive.forward_cookies)
+            || directive.headers.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+            || directive.headers.set.keys().any(|k| k.eq_ignore_ascii_case(name));
+        if !dropped {
+            builder = builder.header(name, value);
+        }
+    }
+    for (name, value) in directive.headers.add.iter().chain(&directive.headers.set) {
+        builder = builder.header(name, value);
+    }
+    let response = match builder.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_timeout() => {
+            return error(
+                504,
+                "proxy_timeout",
+                &format!("the proxy target did not answer within {timeout_ms} ms"),
+                serde_json::json!({ "target": directive.url, "timeout_ms": timeout_ms }),
+            );
+        }
+        Err(e) => {
+            return error(
+                502,
+                "proxy_error",
+                &format!("the proxy target could not be reached: {e}"),
+                serde_json::json!({ "target": directive.url }),
+            );
+        }
+    };
+    let status = response.status().as_u16();
+    let mut headers = Vec::new();
+    for (name, value) in response.headers() {
+        let lower = name.as_str();
+        let Ok(value) = value.to_str() else { continue };
+        if lower == "set-cookie" {
+            headers.push((
+                name.to_string(),
+                edgemock_shared::proxy::scope_set_cookie(value, cookie_path),
+            ));
+        } else if !NOT_FORWARDED.contains(&lower) && lower != "content-encoding" {
+            headers.push((name.to_string(), value.to_owned()));
+        }
+    }
+    headers.push(("x-mock-proxied".into(), "true".into()));
+    let body = match response.bytes().await {
+        Ok(body) => body.to_vec(),
+        Err(e) => {
+            return error(
+                502,
+                "proxy_error",
+                &format!("the proxy target's answer broke off: {e}"),
+                serde_json::json!({ "target": directive.url }),
+            );
+        }
+    };
+    MockResponse { status, headers, body }
+}
+
+/// The engine's outcome as the response to send: proxied where the engine says so. (A
+/// `connection_close` fault is the engine's empty 502, as the edge sends, which cannot drop
+/// a connection.)
+pub async fn respond(
+    runtime: &Runtime,
+    request: &edgemock_shared::Request,
+    outcome: Outcome,
+    cookie_path: &str,
+) -> MockResponse {
+    match (&outcome.kind, &outcome.proxy) {
+        (edgemock_shared::OutcomeKind::Proxy, Some(directive)) => {
+            let mut upstream = runtime.forward(request, directive, cookie_path).await;
+            // The engine's CORS headers belong on whatever the client gets.
+            for (name, value) in &outcome.response.headers {
+                let lower = name.to_ascii_lowercase();
+                if lower.starts_with("access-control-") || lower == "vary" {
+                    upstream.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                    upstream.headers.push((name.clone(), value.clone()));
+                }
+            }
+            upstream
+        }
+        _ => outcome.response,
+    }
+}
