@@ -72,3 +72,19 @@ CREATE TABLE websocket_endpoints (
     updated_at  TEXT NOT NULL
 );
 CREATE INDEX websocket_endpoints_by_api ON websocket_endpoints (api_id, id);
+
+-- Webhook subscriptions per workspace (deliveries come with the operations milestone).
+-- The secret signs deliveries (Standard Webhooks: "whsec_" + base64 of 32 random bytes).
+CREATE TABLE webhooks (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    url          TEXT NOT NULL,
+    -- JSON array of event types, or ["*"].
+    events       TEXT NOT NULL,
+    description  TEXT,
+    secret       TEXT NOT NULL,
+    active       INTEGER NOT NULL DEFAULT 1,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX webhooks_by_workspace ON webhooks (workspace_id, id);

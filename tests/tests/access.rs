@@ -98,6 +98,20 @@ fn routes(
             Some(json!({"role": "editor"})),
         ),
         (Method::DELETE, format!("/api/v1/workspaces/{ws}/members/{member}"), None),
+        (Method::GET, format!("/api/v1/workspaces/{ws}/webhooks"), None),
+        (
+            Method::POST,
+            format!("/api/v1/workspaces/{ws}/webhooks"),
+            Some(json!({"url": "https://hooks.example.com/x", "events": ["*"]})),
+        ),
+        (Method::GET, format!("/api/v1/workspaces/{ws}/webhooks/{key}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/workspaces/{ws}/webhooks/{key}"),
+            Some(json!({"active": false})),
+        ),
+        (Method::POST, format!("/api/v1/workspaces/{ws}/webhooks/{key}/rotate-secret"), None),
+        (Method::DELETE, format!("/api/v1/workspaces/{ws}/webhooks/{key}"), None),
         (Method::GET, format!("/api/v1/workspaces/{ws}/api-keys"), None),
         (Method::POST, format!("/api/v1/workspaces/{ws}/api-keys"), Some(json!({"name": "ci"}))),
         (Method::GET, format!("/api/v1/workspaces/{ws}/api-keys/{key}"), None),
@@ -262,6 +276,38 @@ async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     assert_eq!((status, revoked["revoked_at"].is_string()), (200, true), "{revoked}");
     let (status, _) = cp.send_as(Some(&key), Method::GET, "/api/v1/apis/a-api", None).await?;
     assert_eq!(status, 401);
+
+    // Webhooks: the secret is shown at creation and rotation only; URLs pass the proxy
+    // policy; events are checked by name.
+    let (status, hook) = cp
+        .post("/api/v1/workspaces/a/webhooks", &json!({"url": "https://hooks.example.com/in", "events": ["api.published", "api.deleted"]}))
+        .await?;
+    assert_eq!(status, 201, "{hook}");
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let hook_path = format!("/api/v1/workspaces/a/webhooks/{}", hook["id"].as_str().unwrap());
+    let (_, read) = cp.get(&hook_path).await?;
+    assert!(read.get("secret").is_none(), "{read}");
+    let (_, rotated) = cp.post(&format!("{hook_path}/rotate-secret"), &json!({})).await?;
+    assert_ne!(rotated["secret"].as_str().unwrap(), secret);
+    for (body, want) in [
+        (json!({"url": "http://hooks.example.com/in", "events": ["*"]}), "url"),
+        (json!({"url": "https://127.0.0.1/in", "events": ["*"]}), "url"),
+        (json!({"url": "https://169.254.169.254/latest", "events": ["*"]}), "url"),
+        (json!({"url": "https://hooks.example.com/in", "events": ["api.exploded"]}), "events[0]"),
+        (json!({"url": "https://hooks.example.com/in", "events": []}), "events"),
+    ] {
+        let (status, reply) = cp.post("/api/v1/workspaces/a/webhooks", &body).await?;
+        assert_eq!(
+            (status, reply["error"]["field"].as_str()),
+            (422, Some(want)),
+            "{body}: {reply}"
+        );
+    }
+    let (status, changed) = cp.patch(&hook_path, &json!({"active": false})).await?;
+    assert_eq!((status, changed["active"].as_bool()), (200, Some(false)));
+    let (status, _) = cp.delete(&hook_path).await?;
+    assert_eq!(status, 204);
 
     // Settings reach the snapshot; a deleted API's slug continues its versions.
     let (status, api) = cp

@@ -9,6 +9,7 @@ mod internal;
 mod items;
 mod members;
 mod mocks;
+mod webhooks;
 mod workspaces;
 
 pub use apis::ApiSettings;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(items::router())
         .merge(members::router())
         .merge(api_keys::router())
+        .merge(webhooks::router())
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
