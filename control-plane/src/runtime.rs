@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edgemock_shared::proxy::{ProxyPolicy, check_target};
+use edgemock_shared::proxy::{
+    ProxyPolicy, check_target, forward_request_header, pass_response_header,
+};
 use edgemock_shared::{Engine, MockResponse, Outcome, ProxyDirective};
 use tokio::sync::RwLock;
 
@@ -161,21 +163,6 @@ impl Runtime {
     }
 }
 
-/// Headers of one connection, never forwarded either way (RFC 9110 §7.6.1), plus those the
-/// client library sets itself.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
 fn error(status: u16, code: &str, message: &str, extra: serde_json::Value) -> MockResponse {
     let mut error = serde_json::json!({ "code": code, "message": message });
     if let (Some(e), serde_json::Value::Object(x)) = (error.as_object_mut(), extra) {
@@ -222,15 +209,7 @@ async fn forward(
         .timeout(Duration::from_millis(u64::from(timeout_ms)))
         .body(request.body.clone());
     for (name, value) in &request.headers {
-        let lower = name.to_ascii_lowercase();
-        let dropped = NOT_FORWARDED.contains(&lower.as_str())
-            || lower.starts_with("cf-")
-            || lower == "x-real-ip"
-            || (lower == "authorization" && !directive.forward_authorization)
-            || (lower == "cookie" && !directive.forward_cookies)
-            || directive.headers.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-            || directive.headers.set.keys().any(|k| k.eq_ignore_ascii_case(name));
-        if !dropped {
+        if forward_request_header(name, directive) {
             builder = builder.header(name, value);
         }
     }
@@ -259,15 +238,9 @@ async fn forward(
     let status = response.status().as_u16();
     let mut headers = Vec::new();
     for (name, value) in response.headers() {
-        let lower = name.as_str();
         let Ok(value) = value.to_str() else { continue };
-        if lower == "set-cookie" {
-            headers.push((
-                name.to_string(),
-                edgemock_shared::proxy::scope_set_cookie(value, cookie_path),
-            ));
-        } else if !NOT_FORWARDED.contains(&lower) && lower != "content-encoding" {
-            headers.push((name.to_string(), value.to_owned()));
+        if let Some(value) = pass_response_header(name.as_str(), value, cookie_path) {
+            headers.push((name.to_string(), value));
         }
     }
     headers.push(("x-mock-proxied".into(), "true".into()));

@@ -45,13 +45,7 @@ pub async fn finish(mut response: Response, request_id: &str) -> Result<(Respons
     if response.headers().has(ERROR_HEADER)? {
         let status = response.status_code();
         let headers = response.headers().clone();
-        let mut bytes = response.bytes().await?;
-        if let Ok(mut body) = serde_json::from_slice::<Value>(&bytes)
-            && let Some(error) = body.get_mut("error").and_then(Value::as_object_mut)
-        {
-            error.insert("request_id".to_owned(), json!(request_id));
-            bytes = serde_json::to_vec(&body).unwrap_or(bytes);
-        }
+        let bytes = edgemock_shared::response::with_request_id(response.bytes().await?, request_id);
         let size = bytes.len() as u64;
         headers.set("x-request-id", request_id)?;
         return Ok((with_body(status, bytes)?.with_headers(headers), Some(size)));

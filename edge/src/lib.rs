@@ -75,10 +75,7 @@ async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> worker::
 /// otherwise a fresh UUID.
 fn request_id(req: &Request) -> String {
     let given = req.headers().get("x-request-id").ok().flatten().unwrap_or_default();
-    let sane = !given.is_empty()
-        && given.len() <= 128
-        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if sane { given } else { random_uuid() }
+    edgemock_shared::request::sane_request_id(&given).map_or_else(random_uuid, str::to_owned)
 }
 
 /// A version 4 UUID from the platform's cryptographic random source.

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use edgemock_shared::ProxyDirective;
-use edgemock_shared::proxy::{ProxyPolicy, check_target, scope_set_cookie};
+use edgemock_shared::proxy::{
+    ProxyPolicy, check_target, forward_request_header, pass_response_header,
+};
 use futures_util::future::{Either, select};
 use serde_json::json;
 use worker::{
@@ -33,35 +35,6 @@ fn own_error(
 /// Longest timeout any endpoint may ask for.
 pub const MAX_TIMEOUT_MS: u32 = 30_000;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those the
-/// platform sets for the upstream itself.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
-fn forwardable(name: &str, directive: &ProxyDirective) -> bool {
-    let lower = name.to_ascii_lowercase();
-    if NOT_FORWARDED.contains(&lower.as_str()) || lower.starts_with("cf-") || lower == "x-real-ip" {
-        return false;
-    }
-    if lower == "authorization" && !directive.forward_authorization {
-        return false;
-    }
-    if lower == "cookie" && !directive.forward_cookies {
-        return false;
-    }
-    !directive.headers.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-}
-
 /// Forwards `request` as `directive` says and returns the upstream's answer, with the size
 /// of its body (`None` for the edge's own errors).
 pub async fn forward(
@@ -81,7 +54,7 @@ pub async fn forward(
     }
     let headers = Headers::new();
     for (name, value) in &request.headers {
-        if forwardable(name, directive) {
+        if forward_request_header(name, directive) {
             headers.append(name, value)?;
         }
     }
@@ -142,10 +115,7 @@ pub async fn forward(
     let body = upstream_response.bytes().await?;
     let out = Headers::new();
     for (name, value) in upstream_response.headers().entries() {
-        let lower = name.to_ascii_lowercase();
-        if lower == "set-cookie" {
-            out.append(&name, &scope_set_cookie(&value, cookie_path))?;
-        } else if !NOT_FORWARDED.contains(&lower.as_str()) && lower != "content-encoding" {
+        if let Some(value) = pass_response_header(&name, &value, cookie_path) {
             out.append(&name, &value)?;
         }
     }

@@ -8,6 +8,52 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus those the
+/// host's HTTP client sets itself: never forwarded in either direction.
+pub const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Whether the client's header `name` goes to the upstream: not a connection header, not
+/// the platform's (`cf-*`, `x-real-ip`), `Authorization` and `Cookie` only when the endpoint
+/// forwards them, and not one the endpoint removes or overrides.
+pub fn forward_request_header(name: &str, directive: &crate::ProxyDirective) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if NOT_FORWARDED.contains(&lower.as_str()) || lower.starts_with("cf-") || lower == "x-real-ip" {
+        return false;
+    }
+    if (lower == "authorization" && !directive.forward_authorization)
+        || (lower == "cookie" && !directive.forward_cookies)
+    {
+        return false;
+    }
+    !directive.headers.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+        && !directive.headers.set.keys().any(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// What becomes of the upstream's response header `name`: dropped (`None`), or passed on
+/// with `value` (cookies scoped to `cookie_path`). Bodies reach the client decoded, so
+/// `content-encoding` no longer describes them.
+pub fn pass_response_header(name: &str, value: &str, cookie_path: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    if lower == "set-cookie" {
+        Some(scope_set_cookie(value, cookie_path))
+    } else if NOT_FORWARDED.contains(&lower.as_str()) || lower == "content-encoding" {
+        None
+    } else {
+        Some(value.to_owned())
+    }
+}
+
 /// What a deployment allows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProxyPolicy {
@@ -130,6 +176,35 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_rules_for_both_directions() {
+        let mut directive = crate::ProxyDirective {
+            url: "https://api.example.com/x".into(),
+            headers: crate::model::HeaderRules::default(),
+            timeout_ms: None,
+            forward_authorization: false,
+            forward_cookies: true,
+        };
+        directive.headers.remove.push("X-Drop".into());
+        directive.headers.set.insert("x-over".into(), "v".into());
+        for (name, forwarded) in [
+            ("accept", true),
+            ("Authorization", false),
+            ("cookie", true),
+            ("Connection", false),
+            ("cf-ray", false),
+            ("x-drop", false),
+            ("X-Over", false),
+        ] {
+            assert_eq!(forward_request_header(name, &directive), forwarded, "{name}");
+        }
+        assert_eq!(pass_response_header("Content-Encoding", "gzip", "/m"), None);
+        assert_eq!(pass_response_header("transfer-encoding", "chunked", "/m"), None);
+        assert_eq!(pass_response_header("x-up", "1", "/m").as_deref(), Some("1"));
+        let cookie = pass_response_header("Set-Cookie", "a=1; Path=/", "/mock/p").unwrap();
+        assert!(cookie.contains("Path=/mock/p"), "{cookie}");
+    }
+
     use super::*;
 
     #[test]

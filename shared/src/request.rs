@@ -168,8 +168,26 @@ pub fn too_deep(bytes: &[u8]) -> bool {
     false
 }
 
+/// The request id a host answers with: the client's `x-request-id` when it is a sane token
+/// (1 to 128 characters of letters, digits and `-_.:`), so ids propagate across services;
+/// otherwise `None`, and the host mints one.
+pub fn sane_request_id(given: &str) -> Option<&str> {
+    let sane = !given.is_empty()
+        && given.len() <= 128
+        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    sane.then_some(given)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_propagate_only_when_sane() {
+        assert_eq!(super::sane_request_id("abc-123_x.y:z"), Some("abc-123_x.y:z"));
+        for bad in ["", "has space", "new\nline", "ü", &"a".repeat(129)] {
+            assert_eq!(super::sane_request_id(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn request() -> Request {

@@ -67,10 +67,8 @@ async fn graphql(
 /// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
 fn request_id(headers: &HeaderMap) -> String {
     let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let sane = !given.is_empty()
-        && given.len() <= 128
-        && given.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if sane { given.to_owned() } else { uuid::Uuid::now_v7().to_string() }
+    edgemock_shared::request::sane_request_id(given)
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
 fn error(status: u16, code: &str, message: &str, extra: Value) -> MockResponse {
@@ -172,13 +170,8 @@ fn seed() -> u64 {
 
 /// The response on the wire: `x-request-id` always, the request id in edgemock's own errors.
 fn finish(mut response: MockResponse, request_id: &str) -> Response {
-    let own_error = response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER));
-    if own_error
-        && let Ok(mut body) = serde_json::from_slice::<Value>(&response.body)
-        && let Some(error) = body.get_mut("error").and_then(Value::as_object_mut)
-    {
-        error.insert("request_id".to_owned(), json!(request_id));
-        response.body = serde_json::to_vec(&body).unwrap_or(response.body);
+    if response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER)) {
+        response.body = edgemock_shared::response::with_request_id(response.body, request_id);
     }
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bodyless = matches!(response.status, 100..=199 | 204 | 205 | 304);
