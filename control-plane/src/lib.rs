@@ -5,6 +5,7 @@
 //! - [`config`] — settings from the environment, validated at start-up.
 //! - [`db`] — the pool, migrations and every query.
 //! - [`http`] — the axum router, one module per resource.
+//! - [`openapi`] — OpenAPI 3.0/3.1 import (with generated examples) and export; pure.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logging.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod openapi;
 pub mod publish;
 pub mod telemetry;
 
