@@ -257,6 +257,8 @@ struct Flat<'a> {
     multiple_of: Vec<f64>,
     one_ofs: Vec<&'a Vec<Value>>,
     any_ofs: Vec<&'a Vec<Value>>,
+    /// `if`, `then`, `else`.
+    conditions: Vec<(&'a Value, Option<&'a Value>, Option<&'a Value>)>,
     unsatisfiable: bool,
 }
 
@@ -294,6 +296,7 @@ impl Default for Flat<'_> {
             multiple_of: Vec::new(),
             one_ofs: Vec::new(),
             any_ofs: Vec::new(),
+            conditions: Vec::new(),
             unsatisfiable: false,
         }
     }
@@ -487,6 +490,7 @@ impl<'a> Generator<'a, '_> {
                         f.any_ofs.push(branches);
                     }
                 }
+                "if" => f.conditions.push((value, o.get("then"), o.get("else"))),
                 _ => {}
             }
         }
@@ -541,6 +545,22 @@ impl<'a> Generator<'a, '_> {
                 }
             }
             return Err("no anyOf branch could be satisfied");
+        }
+        if let Some((condition, then, otherwise)) = f.conditions.pop() {
+            // A value made to meet `if` and `then` holds; so may one made to meet `else`
+            // (verification decides).
+            let mut met = f.clone();
+            self.flatten(&mut met, condition, 0, false);
+            if let Some(then) = then {
+                self.flatten(&mut met, then, 0, false);
+            }
+            if let Ok(v) = self.gen_flat(met, depth) {
+                return Ok(v);
+            }
+            if let Some(otherwise) = otherwise {
+                self.flatten(&mut f, otherwise, 0, false);
+            }
+            return self.gen_flat(f, depth);
         }
         if !f.enums.is_empty() {
             return self.gen_enum(&f, depth);
@@ -614,14 +634,12 @@ impl<'a> Generator<'a, '_> {
                 for _ in 0..2 {
                     let mut g = f.clone();
                     self.flatten(&mut g, &branches[i], 0, true);
-                    let Ok(value) = self.gen_flat(g, depth) else { break };
-                    // A branch whose validator did not compile counts as matching only its own values.
-                    let matching: Vec<usize> = validators
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, v)| v.as_ref().map_or(*j == i, |v| v.is_valid(&value)))
-                        .map(|(j, _)| j)
-                        .collect();
+                    let Ok(mut value) = self.gen_flat(g, depth) else { break };
+                    let mut matching = matching_branches(&validators, i, &value);
+                    if matching != [i] && value.is_object() {
+                        value = self.distinguish(branches, &validators, i, value);
+                        matching = matching_branches(&validators, i, &value);
+                    }
                     if matching == [i] {
                         self.minimal = saved;
                         return Ok(value);
@@ -632,6 +650,54 @@ impl<'a> Generator<'a, '_> {
         }
         self.minimal = saved;
         closest.ok_or("no oneOf branch could be satisfied")
+    }
+
+    /// Objects that match branch `i` and others too: sets a property that another branch
+    /// constrains and branch `i` leaves open to a value the other branch refuses (two
+    /// branches of optional properties each accept every object, `{}` included, but not
+    /// `{"metadata": "x"}` when one of them says `metadata` is an object).
+    fn distinguish(
+        &mut self,
+        branches: &'a [Value],
+        validators: &[Option<Rc<jsonschema::Validator>>],
+        i: usize,
+        mut value: Value,
+    ) -> Value {
+        let mine = {
+            let mut f = Flat::default();
+            self.flatten(&mut f, &branches[i], 0, false);
+            f
+        };
+        let Some(own) = validators[i].clone() else { return value };
+        let fillers = [json!("x"), json!(0), json!(true), json!(null), json!([]), json!({})];
+        for (j, branch) in branches.iter().enumerate() {
+            let Some(other) = validators[j].clone() else { continue };
+            if j == i || !other.is_valid(&value) {
+                continue;
+            }
+            let mut theirs = Flat::default();
+            self.flatten(&mut theirs, branch, 0, false);
+            let open = mine.additional.iter().all(|a| **a != Value::Bool(false));
+            let names: Vec<&str> = theirs
+                .properties
+                .keys()
+                .copied()
+                .filter(|n| open && !mine.properties.contains_key(n))
+                .collect();
+            'names: for name in names {
+                for filler in &fillers {
+                    let mut candidate = value.clone();
+                    if let Value::Object(o) = &mut candidate {
+                        o.insert(name.to_owned(), filler.clone());
+                    }
+                    if own.is_valid(&candidate) && !other.is_valid(&candidate) {
+                        value = candidate;
+                        break 'names;
+                    }
+                }
+            }
+        }
+        value
     }
 
     fn branch_validator(&mut self, branch: &Value) -> Option<Rc<jsonschema::Validator>> {
@@ -1088,6 +1154,21 @@ impl<'a> Generator<'a, '_> {
     }
 }
 
+/// The branches `value` matches; a branch whose validator did not compile counts as
+/// matching only values made for it.
+fn matching_branches(
+    validators: &[Option<Rc<jsonschema::Validator>>],
+    i: usize,
+    value: &Value,
+) -> Vec<usize> {
+    validators
+        .iter()
+        .enumerate()
+        .filter(|(j, v)| v.as_ref().map_or(*j == i, |v| v.is_valid(value)))
+        .map(|(j, _)| j)
+        .collect()
+}
+
 /// Bounds for a number: as given, or a default span next to the one bound given.
 fn default_range(lo: Option<f64>, hi: Option<f64>, default_lo: f64, span: f64) -> (f64, f64) {
     match (lo, hi) {
@@ -1295,6 +1376,9 @@ mod tests {
             json!({"type": ["string", "null"], "format": "date"}),
             json!({"anyOf": [{"type": "null"}, {"$ref": "#/$defs/A"}], "$defs": {"A": {"type": "integer", "minimum": 10}}}),
             json!({"allOf": [{"enum": [1, 2, 3]}, {"enum": [3, 4]}]}),
+            json!({"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}, "required": ["kind"],
+                   "if": {"properties": {"kind": {"const": "a"}}}, "then": {"required": ["x"], "properties": {"x": {"type": "integer"}}},
+                   "else": {"required": ["y"]}}),
             json!({"type": "null"}),
             json!(true),
             json!({}),
@@ -1344,6 +1428,12 @@ mod tests {
                 {"type": "object", "required": ["b"], "properties": {"a": {"type": "string"}, "b": {"type": "string"}}},
             ]}),
             json!({"oneOf": [{"type": "string"}, {"type": "string", "format": "email"}]}),
+            // Every object matches both (GitHub's 409 answers): only a property one branch
+            // constrains and the other leaves open tells them apart.
+            json!({"oneOf": [
+                {"type": "object", "properties": {"message": {"type": "string"}, "url": {"type": "string"}}},
+                {"type": "object", "properties": {"message": {"type": "string"}, "metadata": {"type": "object"}}},
+            ]}),
             json!({"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}], "$defs": {
                 "Cat": {"type": "object", "required": ["kind"], "properties": {"kind": {"const": "cat"}}},
                 "Dog": {"type": "object", "required": ["kind"], "properties": {"kind": {"const": "dog"}}},

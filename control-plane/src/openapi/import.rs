@@ -155,6 +155,16 @@ fn plan_paths(ops: &[Operation], prefix: &str, notes: &mut Vec<Note>) -> Vec<Str
                 segments.push(Segment::Literal(clean));
             }
         }
+        // Only a last segment can take the rest of the path.
+        let last = segments.len().saturating_sub(1);
+        for s in &mut segments[..last] {
+            if let Segment::Rest(name) = s {
+                changes.push(format!(
+                    "parameter '{name}' may hold '/' (x-multi-segment) but matches one segment: only a last segment can match several"
+                ));
+                *s = Segment::Param(std::mem::take(name));
+            }
+        }
         // Parameter names must be unique within a path.
         let mut used = HashSet::new();
         for s in &mut segments {
@@ -326,7 +336,22 @@ impl Context<'_> {
         let mut bodies: Vec<(Option<String>, Body)> = Vec::new();
         let mut content_type = None;
         if let Some(media_type) = &r.media_type {
-            let media_at = child(&child(&r.location, "content"), media_type);
+            let content_at = child(&r.location, "content");
+            let others: Vec<String> = self
+                .doc
+                .get(&content_at)
+                .and_then(Value::as_object)
+                .map(|c| c.keys().filter(|k| *k != media_type).cloned().collect())
+                .unwrap_or_default();
+            if !others.is_empty() {
+                self.note(
+                    op,
+                    NoteKind::Unsupported,
+                    content_at.clone(),
+                    format!("only {media_type} is served: the mock does not negotiate content types ({} not served)", others.join(", ")),
+                );
+            }
+            let media_at = child(&content_at, media_type);
             content_type = Some(if media_type.contains('*') {
                 if is_json(media_type) {
                     "application/json".to_owned()
@@ -793,7 +818,9 @@ fn prefer(key: &str, values: &[String]) -> Value {
     let alternatives: Vec<String> = values.iter().map(|v| regex_syntax::escape(v)).collect();
     json!({
         "header": "prefer",
-        "regex": format!(r#"(?:^|[,;])\s*{key}\s*=\s*"?(?:{})"?\s*(?:[,;]|$)"#, alternatives.join("|")),
+        // ASCII blanks, not `\s`: thousands of these compile with every snapshot, and a
+        // Unicode class costs far more to compile.
+        "regex": format!(r#"(?:^|[,;])[ \t]*{key}[ \t]*=[ \t]*"?(?:{})"?[ \t]*(?:[,;]|$)"#, alternatives.join("|")),
         "case_insensitive": true,
     })
 }
@@ -850,8 +877,12 @@ fn document_notes(doc: &Document, notes: &mut Vec<Note>) {
         }
     }
     if !counts.is_empty() {
-        let list: Vec<String> =
-            counts.iter().map(|(p, n)| format!("{p} parameters in {n} operations")).collect();
+        let list: Vec<String> = counts
+            .iter()
+            .map(|(p, n)| {
+                format!("{p} parameters in {n} operation{}", if *n == 1 { "" } else { "s" })
+            })
+            .collect();
         notes.push(Note::new(
             NoteKind::Unsupported,
             "/paths",

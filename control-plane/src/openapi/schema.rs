@@ -721,26 +721,50 @@ impl Checker {
     }
 }
 
-/// A value's schema errors, as `/pointer: message`, at most 8, each at most 300 characters:
-/// `jsonschema` quotes the instance, which may be a whole response.
+/// A value's schema errors, as `/pointer: message`, at most 8, each at most 400 characters.
+/// Messages leave the instance out (it may be a whole response); for `oneOf` and `anyOf` they
+/// say why each branch failed, since "valid under none of the schemas" alone helps nobody.
 pub(crate) fn errors(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
-    validator
-        .iter_errors(value)
-        .take(8)
-        .map(|e| {
-            let path = e.instance_path().to_string();
-            let mut message = format!("{}: {e}", if path.is_empty() { "/" } else { &path });
-            if message.len() > 300 {
-                let mut end = 297;
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                message.truncate(end);
-                message.push('…');
-            }
-            message
-        })
-        .collect()
+    validator.iter_errors(value).take(8).map(|e| truncate(describe(&e), 400)).collect()
+}
+
+fn describe(e: &jsonschema::ValidationError<'_>) -> String {
+    let path = e.instance_path().to_string();
+    let base = format!("{}: {}", if path.is_empty() { "/" } else { &path }, e.masked());
+    match e.kind() {
+        jsonschema::error::ValidationErrorKind::AnyOf { context }
+        | jsonschema::error::ValidationErrorKind::OneOfNotValid { context } => {
+            let branches: Vec<String> = context
+                .iter()
+                .enumerate()
+                .map(|(i, errs)| {
+                    let why: Vec<String> = errs
+                        .iter()
+                        .take(2)
+                        .map(|e| {
+                            let p = e.instance_path().to_string();
+                            format!("{} {}", if p.is_empty() { "/" } else { &p }, e.masked())
+                        })
+                        .collect();
+                    format!("branch {i}: {}", why.join(", "))
+                })
+                .collect();
+            format!("{base} ({})", branches.join("; "))
+        }
+        _ => base,
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]
