@@ -118,9 +118,19 @@ struct Results {
 /// only, whose schemas are JSON Schema 2020-12 as written), so the converter is not the only
 /// judge of its own output.
 fn conformance(bytes: &[u8], independent: bool) -> (Imported, Results) {
+    conformance_with(bytes, independent, |_| {})
+}
+
+/// [`conformance`], with the imported endpoints changed by `tamper` before they are served.
+fn conformance_with(
+    bytes: &[u8],
+    independent: bool,
+    tamper: impl Fn(&mut Imported),
+) -> (Imported, Results) {
     let options = ImportOptions::default();
     let doc = Document::parse(bytes).unwrap();
-    let imported = doc.import(&options).unwrap();
+    let mut imported = doc.import(&options).unwrap();
+    tamper(&mut imported);
     assert_eq!(imported.endpoints.len(), doc.operations().len());
     let engine = Engine::from_snapshot(snapshot(&imported)).unwrap();
     let registry = independent.then(|| {
@@ -152,8 +162,15 @@ fn conformance(bytes: &[u8], independent: bool) -> (Imported, Results) {
         }
         let seed = i as u64;
         let path = request_path(&doc, op, seed);
-        let body = match &endpoint.validation {
-            Some(v) => openapi::generate(&v.schema, seed)
+        // The request schema as the document states it, when the mock must enforce it: a
+        // required body whose media types are all JSON.
+        let request_schema = op.request_body.as_ref().and_then(|b| {
+            let enforced = b.required && b.media_types.iter().all(|m| m.contains("json"));
+            let schema = doc.json_schema(b.schema.as_ref()?, Direction::Request);
+            Some((schema, enforced))
+        });
+        let body = match &request_schema {
+            Some((schema, _)) => openapi::generate(schema, seed)
                 .unwrap_or_else(|e| panic!("{}: request body: {e}", op.label()))
                 .to_string(),
             None => String::new(),
@@ -237,8 +254,8 @@ fn conformance(bytes: &[u8], independent: bool) -> (Imported, Results) {
             }
         }
         // A body that breaks the request schema gets the validation status.
-        if let Some(v) = &endpoint.validation {
-            let validator = compile_schema("s", &v.schema).unwrap();
+        if let Some((schema, true)) = &request_schema {
+            let validator = compile_schema("s", schema).unwrap();
             let broken = [json!(null), json!("x"), json!(0), json!([]), json!({}), json!(true)]
                 .into_iter()
                 .find(|b| !validator.is_valid(b));
@@ -387,6 +404,42 @@ fn catalog_openapi_31_json_conforms() {
     assert!(
         invalid.contains(&"/components/schemas/Money/properties/currency/examples/1"),
         "{invalid:#?}"
+    );
+}
+
+/// The harness itself: answers that break their schema, a wrong status, and a validation
+/// that lets everything through must each be caught.
+#[test]
+fn conformance_catches_broken_answers() {
+    let (_, r) = conformance_with(&fixture("catalog-3.1.json"), true, |imported| {
+        let e = &mut imported.endpoints[0]; // GET /categories/{id}
+        assert_eq!(e.path, "/categories/{id}");
+        e.response.body = edgemock_shared::Body::Json(json!({"id": 0, "name": "x"}));
+        let e = &mut imported.endpoints[1]; // GET /files/{name}
+        e.response.status = 202;
+        let post = imported.endpoints.iter_mut().find(|e| e.path == "/search").unwrap();
+        post.validation = None;
+    });
+    let caught: Vec<&String> = r.failures.iter().collect();
+    assert!(
+        caught.iter().any(|f| f.contains("/categories/")
+            && f.contains("converted schema")
+            && f.contains("/id")),
+        "{caught:#?}"
+    );
+    assert!(
+        caught.iter().any(|f| f.contains("/categories/") && f.contains("raw document")),
+        "{caught:#?}"
+    );
+    assert!(
+        caught
+            .iter()
+            .any(|f| f.contains("/files/") && f.contains("no documented response has this status")),
+        "{caught:#?}"
+    );
+    assert!(
+        caught.iter().any(|f| f.contains("POST /search") && f.contains("instead of 400")),
+        "{caught:#?}"
     );
 }
 

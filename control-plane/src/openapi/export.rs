@@ -301,33 +301,16 @@ fn hoist(schema: &Value, components: &mut Map<String, Value>) -> Value {
 
 /// `#/$defs/{name}…` references rewritten to `#/components/schemas/{names[name]}…`.
 fn rewrite(schema: &Value, names: &HashMap<String, String>) -> Value {
-    match schema {
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| {
-                    let v = match (k.as_str(), v) {
-                        ("$ref", Value::String(r)) => match r.strip_prefix("#/$defs/") {
-                            Some(rest) => {
-                                let (name, tail) =
-                                    rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
-                                let name = names.get(name).map_or(name, String::as_str);
-                                let tail = if tail.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!("/{tail}")
-                                };
-                                Value::String(format!("#/components/schemas/{name}{tail}"))
-                            }
-                            None => v.clone(),
-                        },
-                        ("enum" | "const" | "examples" | "default", _) => v.clone(),
-                        _ => rewrite(v, names),
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(|v| rewrite(v, names)).collect()),
-        other => other.clone(),
-    }
+    let mut schema = schema.clone();
+    super::schema::each_schema_mut(&mut schema, &mut |o| {
+        if let Some(Value::String(r)) = o.get_mut("$ref")
+            && let Some(rest) = r.strip_prefix("#/$defs/")
+        {
+            let (name, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
+            let name = names.get(name).map_or(name, String::as_str);
+            let tail = if tail.is_empty() { String::new() } else { format!("/{tail}") };
+            *r = format!("#/components/schemas/{name}{tail}");
+        }
+    });
+    schema
 }

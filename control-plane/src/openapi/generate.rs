@@ -145,23 +145,13 @@ pub(crate) fn bundle(lookup: &dyn Lookup, schema: &Value) -> Value {
 }
 
 fn refs(schema: &Value, out: &mut Vec<String>) {
-    match schema {
-        Value::Object(o) => {
-            for (k, v) in o {
-                match (k.as_str(), v) {
-                    ("$ref", Value::String(r)) => {
-                        if let Some(name) = r.strip_prefix("#/$defs/") {
-                            out.push(name.split('/').next().unwrap_or(name).to_owned());
-                        }
-                    }
-                    ("examples" | "enum" | "const" | "default", _) => {}
-                    _ => refs(v, out),
-                }
-            }
+    super::schema::each_schema(schema, &mut |o| {
+        if let Some(name) =
+            o.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/"))
+        {
+            out.push(name.split('/').next().unwrap_or(name).to_owned());
         }
-        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
-        _ => {}
-    }
+    });
 }
 
 /// A value that passed verification.

@@ -335,7 +335,16 @@ impl Context<'_> {
         let headers = self.headers(op, r);
         let mut bodies: Vec<(Option<String>, Body)> = Vec::new();
         let mut content_type = None;
-        if let Some(media_type) = &r.media_type {
+        let bodiless = matches!(r.status, 204 | 205 | 304);
+        if bodiless && r.media_type.is_some() {
+            self.note(
+                op,
+                NoteKind::Skipped,
+                child(&r.location, "content"),
+                format!("a {} response has no body in HTTP: its content is not served", r.status),
+            );
+        }
+        if let Some(media_type) = r.media_type.as_ref().filter(|_| !bodiless) {
             let content_at = child(&r.location, "content");
             let others: Vec<String> = self
                 .doc

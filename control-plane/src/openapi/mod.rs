@@ -65,7 +65,9 @@
 //!   linear-time regex engine cannot run, XML or binary bodies, …;
 //! - `not_validated` — a request body accepted without validation (optional, or not JSON);
 //! - `path_changed` — a path rewritten to fit the engine's patterns;
-//! - `skipped` — a part that could not be kept (a `1XX` response, an oversized example, …).
+//! - `skipped` — a part that could not be kept (a `1XX` response, an oversized example, the
+//!   body documented for a 204, 205 or 304, an Example Object without a value), or an
+//!   operation that never answers because an earlier one has the same method and path shape.
 //!
 //! # Errors
 //!
@@ -91,7 +93,9 @@ mod schema;
 
 use serde::Serialize;
 
-pub use document::{Document, Operation, Parameter, RequestBody, Response, SpecVersion};
+pub use document::{
+    Document, Operation, Parameter, ParameterPlace, RequestBody, Response, SpecVersion,
+};
 pub use export::export;
 pub use generate::{GenerateError, generate};
 pub use report::{ImportReport, Note, NoteKind};

@@ -132,8 +132,9 @@ impl<'d> Converter<'d> {
         while let Some(p) = self.pending.pop() {
             self.convert_def(&p);
         }
-        let unchecked: Vec<String> =
+        let mut unchecked: Vec<String> =
             self.defs.iter().filter(|(_, d)| !d.checked).map(|(p, _)| p.clone()).collect();
+        unchecked.sort_unstable(); // Notes come out in the same order every time.
         for p in unchecked {
             // A clone, not a take: a recursive schema's examples are checked against itself.
             let Some(mut schema) = self.defs.get_mut(&p).map(|d| {
@@ -648,38 +649,71 @@ impl super::generate::Lookup for Converter<'_> {
 
 /// Calls `found` with the `$defs` name of every `#/$defs/…` reference in `schema`.
 fn collect_refs(schema: &Value, found: &mut impl FnMut(&str)) {
-    match schema {
-        Value::Object(o) => {
-            for (k, v) in o {
-                if k == "$ref" {
-                    if let Some(name) = v.as_str().and_then(|r| r.strip_prefix("#/$defs/")) {
-                        found(name.split('/').next().unwrap_or(name));
-                    }
-                } else if k != "examples" && k != "enum" && k != "const" && k != "default" {
-                    collect_refs(v, found);
-                }
-            }
+    each_schema(schema, &mut |o| {
+        if let Some(name) =
+            o.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/$defs/"))
+        {
+            found(name.split('/').next().unwrap_or(name));
         }
-        Value::Array(a) => a.iter().for_each(|v| collect_refs(v, found)),
-        _ => {}
+    });
+}
+
+/// The subschemas directly under a schema object's keywords, with their keywords.
+fn subschemas(o: &Map<String, Value>) -> impl Iterator<Item = &Value> {
+    o.iter().flat_map(|(k, v)| {
+        let k = k.as_str();
+        let list: Vec<&Value> = if ONE_SCHEMA.contains(&k) || SCHEMA_LIST.contains(&k) {
+            // `items` may be draft 4's array form.
+            match v {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            }
+        } else if SCHEMA_MAP.contains(&k) {
+            v.as_object().map(|m| m.values().collect()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        list
+    })
+}
+
+/// Calls `f` with every schema object in `schema`, itself first, following only keywords
+/// that hold schemas: a property named `enum` or `examples` is a schema like any other, and
+/// an `enum` value that looks like a schema is not one.
+pub(crate) fn each_schema<'v>(schema: &'v Value, f: &mut impl FnMut(&'v Map<String, Value>)) {
+    if let Value::Object(o) = schema {
+        f(o);
+        for sub in subschemas(o) {
+            each_schema(sub, f);
+        }
     }
 }
 
-/// Removes `examples` everywhere in a schema: validation schemas travel in every snapshot,
-/// and examples are not needed to validate.
-pub(crate) fn strip_examples(schema: &mut Value) {
-    match schema {
-        Value::Object(o) => {
-            o.remove("examples");
-            for (k, v) in o.iter_mut() {
-                if k != "enum" && k != "const" && k != "default" {
-                    strip_examples(v);
-                }
+/// Like [`each_schema`], mutably.
+pub(crate) fn each_schema_mut(schema: &mut Value, f: &mut impl FnMut(&mut Map<String, Value>)) {
+    let Value::Object(o) = schema else { return };
+    f(o);
+    for (k, v) in o.iter_mut() {
+        let k = k.as_str();
+        if ONE_SCHEMA.contains(&k) || SCHEMA_LIST.contains(&k) {
+            match v {
+                Value::Array(a) => a.iter_mut().for_each(|s| each_schema_mut(s, f)),
+                v => each_schema_mut(v, f),
             }
+        } else if SCHEMA_MAP.contains(&k)
+            && let Value::Object(m) = v
+        {
+            m.values_mut().for_each(|s| each_schema_mut(s, f));
         }
-        Value::Array(a) => a.iter_mut().for_each(strip_examples),
-        _ => {}
     }
+}
+
+/// Removes `examples` from every schema object: validation schemas travel in every
+/// snapshot, and examples are not needed to validate.
+pub(crate) fn strip_examples(schema: &mut Value) {
+    each_schema_mut(schema, &mut |o| {
+        o.remove("examples");
+    });
 }
 
 /// Compiled validators, by a key that identifies the schema (see the module docs), compiled
@@ -851,6 +885,26 @@ mod tests {
         let v = compile_schema("s", &resp).unwrap();
         assert!(v.is_valid(&json!({"id": 1, "children": [{"id": 2, "children": []}]})));
         assert!(!v.is_valid(&json!({"id": 1, "children": [{"children": []}]})));
+    }
+
+    #[test]
+    fn keywords_are_told_from_property_names() {
+        let (mut v, _) = convert(
+            "3.1.0",
+            json!({"A": {"type": "object", "properties": {
+                "examples": {"$ref": "#/components/schemas/B", "examples": [1]},
+                "enum": {"$ref": "#/components/schemas/C"},
+                "default": {"type": "string", "enum": [{"$ref": "not a reference"}]},
+            }}, "B": {"type": "integer"}, "C": {"type": "boolean"}}),
+            "A",
+            Direction::Request,
+        );
+        assert_eq!(v["$defs"], json!({"B": {"type": "integer"}, "C": {"type": "boolean"}}));
+        strip_examples(&mut v);
+        assert!(v["properties"].get("examples").is_some(), "a property, not the keyword");
+        assert_eq!(v["properties"]["examples"].get("examples"), None);
+        assert_eq!(v["properties"]["default"]["enum"], json!([{"$ref": "not a reference"}]));
+        assert!(compile_schema("s", &v).is_ok());
     }
 
     #[test]

@@ -332,6 +332,8 @@ fn reports_what_it_does_not_mock() {
                     "202": {"description": "xml example", "content": {"application/xml": {"example": "<ok/>"}}},
                     "203": {"description": "file", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                     "204": {"description": "text", "content": {"text/plain": {"schema": {"type": "string", "maxLength": 5}}}},
+                    "205": {"description": "reset", "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "206": {"description": "text", "content": {"text/plain": {"schema": {"type": "string", "maxLength": 5}}}},
                     "101": {"description": "switching"},
                     "400": {"description": "bad", "links": {"x": {}}},
                 }
@@ -354,14 +356,23 @@ fn reports_what_it_does_not_mock() {
         assert!(unsupported.iter().any(|l| l == want), "{want} in {unsupported:#?}");
     }
     assert_eq!(by_kind(NoteKind::NotValidated), ["/paths/~1upload/post/requestBody"]);
-    assert_eq!(by_kind(NoteKind::Skipped), ["/paths/~1upload/post/responses/101"]);
+    assert_eq!(
+        by_kind(NoteKind::Skipped),
+        [
+            "/paths/~1upload/post/responses/101",
+            "/paths/~1upload/post/responses/204/content",
+            "/paths/~1upload/post/responses/205/content"
+        ]
+    );
     let e = &imported.endpoints[0];
     assert!(e.validation.is_none());
     let engine = engine(&imported);
     let (status, ct, body) = call(&engine, "POST", "/upload", &[("Prefer", "code=202")], "--x");
     assert_eq!((status, ct.as_str(), body), (202, "application/xml", json!("<ok/>")));
     let (status, ct, body) = call(&engine, "POST", "/upload", &[("Prefer", "code=204")], "");
-    assert_eq!((status, ct.as_str()), (204, "text/plain"));
+    assert_eq!((status, ct.as_str(), body), (204, "", json!("")), "no body for a 204");
+    let (status, ct, body) = call(&engine, "POST", "/upload", &[("Prefer", "code=206")], "");
+    assert_eq!((status, ct.as_str()), (206, "text/plain"));
     assert!(body.as_str().is_some_and(|s| s.len() <= 5), "{body}");
 }
 
