@@ -903,12 +903,17 @@ fn document_notes(doc: &Document, notes: &mut Vec<Note>) {
 /// Compiles the endpoints as one snapshot, as the control plane will, and repairs what the
 /// engine refuses (dropping a validation, a wildcard, or in the last resort the endpoint's
 /// responses), noting each repair. Every endpoint then compiles, alone and together.
+///
+/// The first failure switches to checking endpoints one by one, so that many bad endpoints
+/// cost one pass rather than one whole-snapshot compile each; what is left after that are
+/// conflicts between routes, which only the snapshot shows.
 fn ensure_compiles(
     endpoints: &mut [EndpointDefinition],
     ops: &[Operation],
     title: &str,
     notes: &mut Vec<Note>,
 ) {
+    let mut checked_one_by_one = false;
     for _ in 0..=endpoints.len() {
         let snapshot = Snapshot {
             format_version: SNAPSHOT_FORMAT_VERSION,
@@ -933,6 +938,19 @@ fn ensure_compiles(
             websockets: Vec::new(),
         };
         let Err(e) = Engine::from_snapshot(snapshot) else { return };
+        if !checked_one_by_one {
+            checked_one_by_one = true;
+            for (i, endpoint) in endpoints.iter_mut().enumerate() {
+                // Each repair makes the endpoint simpler; three always reach one that compiles.
+                for _ in 0..3 {
+                    let Err(e) = endpoint.validate() else { break };
+                    if !repair(endpoint, &e, ops.get(i), notes) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
         let Some((i, field)) = e
             .field
             .strip_prefix("endpoints[")
@@ -947,39 +965,54 @@ fn ensure_compiles(
             ));
             return;
         };
-        let endpoint = &mut endpoints[i];
-        let repair = if field.starts_with("validation") {
-            endpoint.validation = None;
-            "its request validation is dropped"
-        } else if field.starts_with("path") && endpoint.path.contains("{*") {
-            endpoint.path = endpoint.path.replace("{*", "{");
-            "its wildcard matches one segment"
-        } else if field.starts_with("path") {
-            notes.push(Note {
-                operation: ops.get(i).map(Operation::label),
-                ..Note::new(
-                    NoteKind::Skipped,
-                    ops.get(i).map(|o| o.location.clone()).unwrap_or_default(),
-                    format!("the endpoints do not compile: {e}"),
-                )
-            });
+        let local = edgemock_shared::Error::new(field, e.message.clone());
+        if !repair(&mut endpoints[i], &local, ops.get(i), notes) {
             return;
-        } else {
-            endpoint.responses.clear();
-            endpoint.rules.clear();
-            endpoint.response =
-                ResponseDefinition { status: endpoint.response.status, ..Default::default() };
-            "its responses are replaced by an empty one"
-        };
-        notes.push(Note {
-            operation: ops.get(i).map(Operation::label),
-            ..Note::new(
-                NoteKind::Skipped,
-                ops.get(i).map(|o| o.location.clone()).unwrap_or_default(),
-                format!("the engine refused the endpoint ({e}); {repair}"),
-            )
-        });
+        }
     }
+}
+
+/// Makes `endpoint` simpler where `error` says the engine refuses it; `false` when nothing
+/// more can be done (a route conflict without a wildcard to give up), which is noted.
+fn repair(
+    endpoint: &mut EndpointDefinition,
+    error: &edgemock_shared::Error,
+    op: Option<&Operation>,
+    notes: &mut Vec<Note>,
+) -> bool {
+    let field = error.field.as_str();
+    let done = if field.starts_with("validation") && endpoint.validation.is_some() {
+        endpoint.validation = None;
+        Some("its request validation is dropped")
+    } else if field.starts_with("path") && endpoint.path.contains("{*") {
+        endpoint.path = endpoint.path.replace("{*", "{");
+        Some("its wildcard matches one segment")
+    } else if field.starts_with("path") {
+        None
+    } else if !endpoint.rules.is_empty()
+        || !endpoint.responses.is_empty()
+        || endpoint.response != ResponseDefinition::default()
+    {
+        endpoint.responses.clear();
+        endpoint.rules.clear();
+        endpoint.response =
+            ResponseDefinition { status: endpoint.response.status, ..Default::default() };
+        Some("its responses are replaced by an empty one")
+    } else {
+        None
+    };
+    notes.push(Note {
+        operation: op.map(Operation::label),
+        ..Note::new(
+            NoteKind::Skipped,
+            op.map(|o| o.location.clone()).unwrap_or_default(),
+            match done {
+                Some(repair) => format!("the engine refused the endpoint ({error}); {repair}"),
+                None => format!("the engine refuses the endpoint: {error}"),
+            },
+        )
+    });
+    done.is_some()
 }
 
 #[cfg(test)]
@@ -993,6 +1026,43 @@ mod tests {
         assert_eq!(param_name("pet-id"), "pet_id");
         assert_eq!(literal(":cancel*"), "%3Acancel%2A");
         assert_eq!(literal("v1.json"), "v1.json");
+    }
+
+    #[test]
+    fn what_the_engine_refuses_is_repaired_and_noted() {
+        let endpoint = |path: &str| {
+            EndpointDefinition::new(
+                MethodSpec::Method("GET".into()),
+                path,
+                ResponseDefinition::default(),
+            )
+        };
+        let mut bad_schema = endpoint("/a");
+        bad_schema.validation = Some(Validation { schema: json!({"type": 5}), status: 400 });
+        let mut bad_header = endpoint("/b");
+        bad_header.response.headers.insert("x".into(), "line\nbreak".into());
+        let mut endpoints =
+            vec![bad_schema, bad_header, endpoint("/c/{id}/x"), endpoint("/c/{*rest}")];
+        let mut notes = Vec::new();
+        ensure_compiles(&mut endpoints, &[], "t", &mut notes);
+        assert!(endpoints[0].validation.is_none());
+        assert!(endpoints[1].response.headers.is_empty());
+        assert_eq!(endpoints[3].path, "/c/{rest}");
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        let snapshot = Snapshot {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            version: 1,
+            workspace: WorkspaceRef::default(),
+            api: ApiRef::default(),
+            endpoints: endpoints
+                .into_iter()
+                .enumerate()
+                .map(|(i, definition)| SnapshotEndpoint { id: i.to_string(), definition })
+                .collect(),
+            graphql: vec![],
+            websockets: vec![],
+        };
+        assert!(Engine::from_snapshot(snapshot).is_ok());
     }
 
     #[test]
