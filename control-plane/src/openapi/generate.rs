@@ -525,9 +525,7 @@ impl<'a> Generator<'a, '_> {
         }
         if !f.any_ofs.is_empty() {
             let branches = f.any_ofs.remove(0);
-            let mut order: Vec<usize> = (0..branches.len()).collect();
-            self.shuffle(&mut order);
-            for i in order {
+            for i in self.branch_order(branches, depth) {
                 let mut g = f.clone();
                 self.flatten(&mut g, &branches[i], 0, true);
                 if let Ok(v) = self.gen_flat(g, depth) {
@@ -603,6 +601,25 @@ impl<'a> Generator<'a, '_> {
         [STR, OBJ, ARR, NUM, INT, BOOL, NULL].into_iter().find(|t| allowed & t != 0).unwrap_or(NULL)
     }
 
+    /// Branches in a random order; when deep, those that allow only `null` first, so that a
+    /// recursive `anyOf: [Node, null]` ends.
+    fn branch_order(&mut self, branches: &'a [Value], depth: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..branches.len()).collect();
+        self.shuffle(&mut order);
+        if self.deep(depth) {
+            let null_only: Vec<bool> = branches
+                .iter()
+                .map(|b| {
+                    let mut f = Flat::default();
+                    self.flatten(&mut f, b, 0, false);
+                    f.types == NULL
+                })
+                .collect();
+            order.sort_by_key(|i| !null_only[*i]);
+        }
+        order
+    }
+
     fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.rng.random_range(0..=i);
@@ -613,8 +630,7 @@ impl<'a> Generator<'a, '_> {
     fn gen_one_of(&mut self, f: Flat<'a>, branches: &'a [Value], depth: usize) -> Gen<Value> {
         let validators: Vec<Option<Rc<jsonschema::Validator>>> =
             branches.iter().map(|b| self.branch_validator(b)).collect();
-        let mut order: Vec<usize> = (0..branches.len()).collect();
-        self.shuffle(&mut order);
+        let order = self.branch_order(branches, depth);
         let mut closest = None;
         let saved = self.minimal;
         let modes: &[bool] = if saved { &[true] } else { &[false, true] };

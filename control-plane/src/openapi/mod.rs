@@ -61,8 +61,10 @@
 //! - `generation_failed` — no data conforming to the schema was found; the closest attempt
 //!   answers and `errors` says what is wrong with it;
 //! - `unsupported` — something in the document the mock does not implement: callbacks, links,
-//!   webhooks, security (never enforced; cookie API keys named), external `$ref`s, patterns the
-//!   linear-time regex engine cannot run, XML or binary bodies, …;
+//!   webhooks, security (never enforced; cookie API keys named), query/header/cookie
+//!   parameters (never checked; one note with counts), a response's other media types (one is
+//!   served, no `Accept` negotiation), external `$ref`s, patterns the linear-time regex engine
+//!   cannot run, XML or binary bodies, …;
 //! - `not_validated` — a request body accepted without validation (optional, or not JSON);
 //! - `path_changed` — a path rewritten to fit the engine's patterns;
 //! - `skipped` — a part that could not be kept (a `1XX` response, an oversized example, the
@@ -74,7 +76,10 @@
 //! [`ImportError::Unparseable`] (neither JSON nor YAML, not UTF-8) is a 400;
 //! [`ImportError::Invalid`] (Swagger 2.0, not OpenAPI, an unsupported version, a malformed
 //! structure) is a 422 whose `field` is a JSON Pointer into the document (`/openapi`,
-//! `/paths/~1pets/get/responses`).
+//! `/paths/~1pets/get/responses`) — except `validation_status`, which names the option.
+//!
+//! Real documents are large: GitHub's is 13 MB (1,223 operations, imported in about 3 s by a
+//! debug build), beyond the admin API's 4 MiB body limit, so an import route needs its own.
 //!
 //! Module map:
 //! - `document` — parsing (JSON/YAML), the version check, pointers, `$ref`s, operations.
