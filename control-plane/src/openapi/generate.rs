@@ -1072,32 +1072,33 @@ impl<'a> Generator<'a, '_> {
         if let Some(x) = f.exclusive_maximum {
             hi = min_opt(hi, x.ceil() - 1.0);
         }
-        match f.format {
-            Some("int32") => {
-                lo = max_opt(lo, f64::from(i32::MIN));
-                hi = min_opt(hi, f64::from(i32::MAX));
-            }
-            Some("int64") => {
-                lo = max_opt(lo, -9.007_199_254_740_991e15);
-                hi = min_opt(hi, 9.007_199_254_740_991e15);
-            }
-            _ => {}
-        }
-        let (a, b) = default_range(lo, hi, 1.0, 1000.0);
+        // The format bounds the range, but does not make it: an unbounded int64 is a small
+        // positive number like any other integer, not one near -2^53.
+        let (mut a, mut b) = default_range(lo, hi, 1.0, 1000.0);
+        let limit = match f.format {
+            Some("int32") => f64::from(i32::MAX),
+            // Beyond 2^53 JSON numbers lose precision in most clients.
+            _ => 9_007_199_254_740_991.0,
+        };
+        a = a.max(-limit - 1.0);
+        b = b.min(limit);
         if a > b {
             return Err("the integer bounds leave no value");
         }
         let mut step: i128 = 1;
         let mut only_zero = false;
         for m in &f.multiple_of {
-            if m.fract() == 0.0 && *m < 1e15 {
-                // Bounded (m < 1e15), so the cast is exact.
-                let m = *m as i128;
-                step = lcm(step, m).min(1_000_000_000_000_000);
-            } else if (1.0 / m).fract() != 0.0 || (1.0 / m).log2().fract() != 0.0 {
-                // A fraction such as 0.1 is not exactly representable: only 0 is safely a
-                // multiple of it.
-                only_zero = true;
+            // m = n / 2^j exactly (floats are dyadic): an integer v is a multiple of m when
+            // n / gcd(n, 2^j) divides it. A decimal fraction such as 0.1 has no such small
+            // form (its float is a 55-bit fraction): only 0 is safely a multiple of it.
+            match (0..24).find(|j| (m * f64::from(1u32 << j)).fract() == 0.0) {
+                Some(j) if m * f64::from(1u32 << j) < 1e15 => {
+                    // Integral and below 1e15, so the cast is exact.
+                    let n = (m * f64::from(1u32 << j)) as i128;
+                    let n = n / gcd(n, 1 << j);
+                    step = lcm(step, n).min(1_000_000_000_000_000);
+                }
+                _ => only_zero = true,
             }
         }
         if only_zero {
@@ -1186,10 +1187,11 @@ fn default_range(lo: Option<f64>, hi: Option<f64>, default_lo: f64, span: f64) -
     }
 }
 
+fn gcd(a: i128, b: i128) -> i128 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
 fn lcm(a: i128, b: i128) -> i128 {
-    fn gcd(a: i128, b: i128) -> i128 {
-        if b == 0 { a.abs() } else { gcd(b, a % b) }
-    }
     if a == 0 || b == 0 { 0 } else { (a / gcd(a, b) * b).abs() }
 }
 
@@ -1345,6 +1347,10 @@ mod tests {
             json!({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.001}),
             json!({"type": "number", "minimum": -1.5, "maximum": -1.5}),
             json!({"type": "integer", "multipleOf": 0.5, "minimum": 3, "maximum": 3}),
+            json!({"type": "integer", "multipleOf": 2.5, "minimum": 1}),
+            json!({"type": "integer", "multipleOf": 0.75, "maximum": -1}),
+            json!({"type": "integer", "multipleOf": 0.1, "minimum": -5, "maximum": 5}),
+            json!({"type": "integer", "format": "int64"}),
         ] {
             check(schema);
         }
@@ -1371,6 +1377,16 @@ mod tests {
             generate(&json!({"type": "object", "additionalProperties": {"type": "integer"}}), 0)
                 .unwrap();
         assert_eq!(v.as_object().map(Map::len), Some(1), "a map gets an entry: {v}");
+    }
+
+    #[test]
+    fn unbounded_integers_are_small() {
+        for format in ["int32", "int64", "other"] {
+            let v = generate(&json!({"type": "integer", "format": format}), 1).unwrap();
+            assert!((1..=1001).contains(&v.as_i64().unwrap()), "{format}: {v}");
+        }
+        let v = generate(&json!({"type": "integer", "multipleOf": 2.5, "minimum": 1}), 1).unwrap();
+        assert_eq!(v.as_i64().unwrap() % 5, 0, "{v}");
     }
 
     #[test]
