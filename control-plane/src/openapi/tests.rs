@@ -454,3 +454,61 @@ fn export_then_import_keeps_the_operations() {
     assert_eq!(call(&engine, "POST", "/pets", &[], r#"{"tag": 5}"#).0, 400);
     assert_eq!(call(&engine, "GET", "/pets", &[("Prefer", "example=none")], "").2, json!([]));
 }
+
+#[test]
+fn exports_hand_written_endpoints() {
+    let endpoints: Vec<EndpointDefinition> = serde_json::from_value(json!([
+        {"method": "GET", "path": "/users/:id", "response": {"body": {"id": "{{ request.params.id }}"}},
+         "responses": [{"name": "gone", "status": 410, "body": "bye", "headers": {"x-reason": "left"}}]},
+        {"method": "GET", "path": "/users/:id", "priority": 5, "when": {"header": "x-admin", "exists": true},
+         "response": {"name": "admin", "body": {"id": "admin"}}},
+        {"method": "ANY", "path": "/files/*", "response": {"status": 204}},
+        {"method": "PUT", "path": "/files/*", "response": {"status": 201}},
+        {"method": "PROPFIND", "path": "/dav", "response": {"status": 207}},
+        {"method": "POST", "path": "/proxy", "proxy": {"target": "https://api.example.com"}},
+        {"method": "POST", "path": "/a", "validation": {"schema": {"$defs": {"N": {"type": "string"}}, "properties": {"n": {"$ref": "#/$defs/N"}}}}},
+        {"method": "POST", "path": "/b", "validation": {"schema": {"$defs": {"N": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/N"}}}, "status": 422}},
+    ]))
+    .unwrap();
+    let doc = export("Users", "users", &snapshot(&endpoints).endpoints);
+    let paths = &doc["paths"];
+    let get = &paths["/users/{id}"]["get"];
+    let examples = &get["responses"]["200"]["content"]["application/json"]["examples"];
+    assert_eq!(
+        examples["admin"]["value"],
+        json!({"id": "admin"}),
+        "the higher priority first: {examples}"
+    );
+    assert_eq!(examples["example2"]["x-edgemock-template"], json!(true));
+    assert_eq!(
+        get["responses"]["410"]["content"]["text/plain"]["examples"]["gone"]["value"],
+        "bye"
+    );
+    assert_eq!(get["responses"]["410"]["headers"]["x-reason"]["example"], "left");
+    assert_eq!(paths["/files/{wildcard}"]["put"]["responses"]["201"]["description"], "Created");
+    for m in ["get", "post", "delete", "patch"] {
+        assert!(paths["/files/{wildcard}"][m]["responses"]["204"].is_object(), "ANY under {m}");
+        assert_eq!(paths["/files/{wildcard}"][m]["parameters"][0]["x-multi-segment"], true);
+    }
+    assert_eq!(doc["x-edgemock-unexported"][0]["method"], "PROPFIND");
+    assert_eq!(
+        paths["/proxy"]["post"]["responses"]["default"]["description"],
+        "Proxied to https://api.example.com."
+    );
+    assert_eq!(doc["components"]["schemas"]["N"], json!({"type": "string"}));
+    assert_eq!(doc["components"]["schemas"]["N_2"], json!({"type": "integer"}));
+    assert_eq!(
+        paths["/b"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["n"]
+            ["$ref"],
+        "#/components/schemas/N_2"
+    );
+    assert!(paths["/b"]["post"]["responses"]["422"].is_object());
+    // And it reads back.
+    let again = import(doc.to_string().as_bytes(), &ImportOptions::default()).unwrap();
+    let engine = engine(&again);
+    // The validation status is the importer's option: OpenAPI has no field for it.
+    assert_eq!(call(&engine, "POST", "/b", &[], r#"{"n": "x"}"#).0, 400);
+    assert_eq!(call(&engine, "POST", "/b", &[], r#"{"n": 1}"#).0, 200);
+    assert_eq!(call(&engine, "POST", "/b", &[("Prefer", "code=422")], r#"{"n": 1}"#).0, 422);
+    assert_eq!(call(&engine, "GET", "/files/a/b", &[], "").0, 204);
+}
