@@ -413,6 +413,15 @@ impl Context<'_> {
         let root = r.schema.as_ref().map(|p| self.response.root_at(p, &mut self.response_checker));
         let validator =
             root.as_ref().and_then(|s| self.response.validator(&mut self.response_checker, s));
+        if let (Some(schema_at), None) = (&r.schema, &validator) {
+            let why = self.response_checker.failures.last().cloned().unwrap_or_default();
+            self.note(
+                op,
+                NoteKind::Unsupported,
+                schema_at.clone(),
+                format!("the schema does not compile ({why}): examples and generated data are not checked against it"),
+            );
+        }
         let mut examples = self.media_examples(op, media_at);
         if examples.len() > MAX_EXAMPLES {
             self.note(

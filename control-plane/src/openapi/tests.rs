@@ -512,3 +512,37 @@ fn exports_hand_written_endpoints() {
     assert_eq!(call(&engine, "POST", "/b", &[("Prefer", "code=422")], r#"{"n": 1}"#).0, 422);
     assert_eq!(call(&engine, "GET", "/files/a/b", &[], "").0, 204);
 }
+
+#[test]
+fn schemas_the_engine_cannot_compile_are_reported() {
+    // Deeper than the engine's 64 levels of nesting.
+    let mut schema = json!({"type": "string"});
+    for _ in 0..40 {
+        schema = json!({"type": "object", "properties": {"a": schema}});
+    }
+    let imported = import_json(json!({
+        "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+        "paths": {"/deep": {"post": {
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema.clone()}}},
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+        }}}
+    }));
+    let locations: Vec<(NoteKind, &str)> =
+        imported.report.notes.iter().map(|n| (n.kind, n.location.as_str())).collect();
+    assert!(
+        locations.contains(&(
+            NoteKind::NotValidated,
+            "/paths/~1deep/post/requestBody/content/application~1json/schema"
+        )),
+        "{locations:?}"
+    );
+    assert!(
+        locations.contains(&(
+            NoteKind::Unsupported,
+            "/paths/~1deep/post/responses/200/content/application~1json/schema"
+        )),
+        "{locations:?}"
+    );
+    assert!(imported.endpoints[0].validation.is_none());
+    engine(&imported);
+}
