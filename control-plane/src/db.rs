@@ -139,8 +139,8 @@ pub async fn select_workspace(db: &Db, key: &str) -> sqlx::Result<Option<Workspa
         .await
 }
 
-pub async fn insert_api(
-    db: &Db,
+pub async fn insert_api<'c>(
+    db: impl Executor<'c, Database = Any>,
     workspace_id: &str,
     slug: &str,
     name: &str,

@@ -63,6 +63,12 @@ fn routes(
         (Method::GET, format!("/api/v1/apis/{api}/endpoints/{endpoint}"), None),
         (Method::PUT, format!("/api/v1/apis/{api}/endpoints/{endpoint}"), Some(e)),
         (Method::DELETE, format!("/api/v1/apis/{api}/endpoints/{endpoint}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/workspaces/{ws}/apis/import"),
+            Some(json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}})),
+        ),
+        (Method::GET, format!("/api/v1/apis/{api}/openapi"), None),
         (Method::GET, format!("/api/v1/apis/{api}/graphql-operations"), None),
         (
             Method::POST,

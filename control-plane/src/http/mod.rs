@@ -5,6 +5,7 @@ mod api_keys;
 mod apis;
 mod endpoints;
 mod health;
+mod imports;
 mod internal;
 mod items;
 mod members;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(apis::router())
         .merge(endpoints::router())
         .merge(items::router())
+        .merge(imports::router())
         .merge(members::router())
         .merge(api_keys::router())
         .merge(webhooks::router())
