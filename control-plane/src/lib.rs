@@ -3,6 +3,7 @@
 //!
 //! Module map:
 //! - [`auth`] — JWTs, API keys and roles: who may touch which workspace.
+//! - [`cli`] — `edgemock apply | import | export`: mocks as code against a running server.
 //! - [`config`] — settings from the environment, validated at start-up.
 //! - [`db`] — the pool, migrations and every query.
 //! - [`http`] — the axum router, one module per resource.
@@ -16,6 +17,7 @@
 //! `main` and the tests start the server the same way.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;

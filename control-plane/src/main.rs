@@ -1,17 +1,35 @@
-//! `edgemock`: runs the control plane (`edgemock` or `edgemock serve`), and mints admin
-//! tokens (`edgemock token`).
+//! `edgemock`: runs the control plane (`edgemock` or `edgemock serve`), mints admin tokens
+//! (`edgemock token`), and manages mocks as code against a running control plane
+//! (`edgemock apply`, `import`, `export`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use edgemock_control_plane::auth::{Claims, Role, Tokens};
-use edgemock_control_plane::{Application, Config, telemetry};
+use edgemock_control_plane::{Application, Config, cli, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "edgemock", version, about = "The edgemock control plane")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Where the control plane is (for apply, import, export).
+#[derive(Debug, clap::Args)]
+struct Remote {
+    /// The control plane's base URL.
+    #[arg(long, env = "EDGEMOCK_URL", default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// A JWT or an API key.
+    #[arg(long, env = "EDGEMOCK_TOKEN", hide_env_values = true, default_value = "")]
+    token: String,
+}
+
+impl Remote {
+    fn target(self) -> cli::Target {
+        cli::Target { url: self.url, token: self.token }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +51,49 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
+    /// Make APIs match mock files (JSON or YAML; a file or a directory of them).
+    Apply {
+        /// A mock file, or a directory of them.
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// The workspace of APIs the files create, unless a file names its own.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Delete endpoints, GraphQL operations and WebSocket mocks the files do not list.
+        #[arg(long)]
+        prune: bool,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create an API from an OpenAPI 3.0 or 3.1 document (JSON or YAML).
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// The API's slug (default: from the document's title).
+        #[arg(long)]
+        slug: Option<String>,
+        /// Seed of generated data.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print an API as a mock file (for `apply`), or as OpenAPI with `--openapi`.
+    Export {
+        /// The API's slug or id.
+        api: String,
+        #[arg(long)]
+        openapi: bool,
+        /// Write YAML instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[tokio::main]
@@ -40,8 +101,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A .env file in the working directory, if any, fills in what the environment lacks.
     let dotenv = dotenvy::dotenv();
-    if let Some(Command::Token { sub, role, workspaces, hours }) = cli.command {
-        return token(sub, &role, workspaces, hours);
+    match cli.command {
+        None | Some(Command::Serve) => {}
+        Some(Command::Token { sub, role, workspaces, hours }) => {
+            return token(sub, &role, workspaces, hours);
+        }
+        Some(command) => {
+            if let Err(e) = remote(command).await {
+                eprintln!("edgemock: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
     }
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -70,5 +141,79 @@ fn token(sub: String, role: &str, workspaces: Vec<String>, hours: u64) -> anyhow
     let exp = expires.duration_since(UNIX_EPOCH)?.as_secs();
     let token = Tokens::new(&config.jwt_secret).mint(&Claims { sub, role, workspaces, exp })?;
     println!("{token}");
+    Ok(())
+}
+
+/// The commands that talk to a running control plane.
+async fn remote(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Apply { file, workspace, prune, dry_run, remote } => {
+            let target = remote.target();
+            let options = cli::ApplyOptions { workspace, prune, dry_run };
+            for (path, mock) in cli::read_mock_files(&file)? {
+                let (lines, tally) = cli::apply(&target, &mock, &options).await?;
+                println!(
+                    "{} ({}){}",
+                    mock.api,
+                    path.display(),
+                    if dry_run { " [dry run]" } else { "" }
+                );
+                for line in lines {
+                    println!("{line}");
+                }
+                println!(
+                    "  {} created, {} updated, {} deleted, {} unchanged{}",
+                    tally.created,
+                    tally.updated,
+                    tally.deleted,
+                    tally.unchanged,
+                    if tally.extra > 0 {
+                        format!(", {} not in the file", tally.extra)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        Command::Import { file, workspace, slug, seed, remote } => {
+            let document = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let mut query = Vec::new();
+            if let Some(slug) = slug {
+                query.push(format!("slug={slug}"));
+            }
+            if let Some(seed) = seed {
+                query.push(format!("seed={seed}"));
+            }
+            let query =
+                if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            let reply = cli::import(&remote.target(), document, &workspace, &query).await?;
+            let report = &reply["import"]["report"];
+            println!(
+                "created API {} with {} endpoints from {} operations; {} notes",
+                reply["api"]["slug"].as_str().unwrap_or("?"),
+                report["endpoints"],
+                report["operations"],
+                report["notes"].as_array().map_or(0, Vec::len)
+            );
+            for note in report["notes"].as_array().into_iter().flatten() {
+                println!(
+                    "  {} {}: {}",
+                    note["kind"].as_str().unwrap_or("?"),
+                    note["location"].as_str().unwrap_or(""),
+                    note["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Command::Export { api, openapi, yaml, remote } => {
+            let document = cli::export(&remote.target(), &api, openapi).await?;
+            if yaml {
+                print!("{}", serde_yaml_ng::to_string(&document)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&document)?);
+            }
+        }
+        Command::Serve | Command::Token { .. } => {}
+    }
     Ok(())
 }

@@ -82,6 +82,9 @@ async fn admin_api_scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     assert_eq!(status, 201, "{api}");
     assert_eq!(api["version"], 1);
     assert_eq!(api["publish"]["state"], "disabled", "no EDGE_URL in this test");
+    let (status, body) =
+        cp.post("/api/v1/workspaces/acme/apis", &json!({"slug": "typo", "cros": {}})).await?;
+    assert_eq!((status, field(&body)), (422, "cros"), "an unknown field is refused: {body}");
     let (status, body) = cp.post("/api/v1/workspaces/ws-0/apis", &json!({"slug": "pets"})).await?;
     assert_eq!((status, field(&body)), (409, "slug"), "{body}");
     let (status, body) =

@@ -33,8 +33,11 @@ pub struct NewApi {
     pub slug: String,
     /// Defaults to the slug.
     pub name: Option<String>,
-    #[serde(default, flatten)]
-    pub settings: ApiSettings,
+    // The settings, spelled out: serde cannot refuse unknown keys through `flatten`.
+    #[serde(default)]
+    pub base_headers: BTreeMap<String, String>,
+    pub default_delay: Option<Delay>,
+    pub cors: Option<Cors>,
 }
 
 /// What applies to all of an API's endpoints; stored as JSON and carried in its snapshot.
@@ -150,8 +153,13 @@ async fn create_api(
     validate_slug("slug", &new.slug)?;
     let name = new.name.unwrap_or_else(|| new.slug.clone());
     validate_name("name", &name)?;
-    new.settings.validate()?;
-    let settings = serde_json::to_string(&new.settings).map_err(anyhow::Error::from)?;
+    let settings = ApiSettings {
+        base_headers: new.base_headers,
+        default_delay: new.default_delay,
+        cors: new.cors,
+    };
+    settings.validate()?;
+    let settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
     let api = db::insert_api(&state.db, &workspace.id, &new.slug, &name, &settings).await.map_err(
         |e| match ApiError::from(e) {
             ApiError::Conflict { .. } => ApiError::Conflict {
