@@ -77,8 +77,8 @@ impl Application {
         let router = http::router(http::AppState {
             db,
             publisher: publisher.clone(),
-            internal_token: config.edge_publish_token.clone(),
-            tokens: auth::Tokens::new(&config.jwt_secret),
+            internal_token: config.edge_publish_token.as_deref().map(Arc::from),
+            tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
         });
         let listener = TcpListener::bind((config.host, config.port))

@@ -30,16 +30,17 @@ use crate::publish::Publisher;
 /// Largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs. Cloned for every request (axum's `State`), so every field is
+/// a handle: an `Arc` or a pool, never owned data.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Db,
     pub publisher: Publisher,
     /// The secret the edge presents on internal routes (`EDGE_PUBLISH_TOKEN`); `None`
     /// disables them.
-    pub internal_token: Option<String>,
+    pub internal_token: Option<std::sync::Arc<str>>,
     /// Verifies admin JWTs (`JWT_SECRET`).
-    pub tokens: crate::auth::Tokens,
+    pub tokens: std::sync::Arc<crate::auth::Tokens>,
     /// The native runtime (`/mock/…`, `/mock-graphql/…`).
     pub runtime: crate::runtime::Runtime,
 }
