@@ -534,6 +534,63 @@ pub async fn update_removal_failed(
     Ok(())
 }
 
+// --- what belongs to a workspace: members, API keys, webhooks ---
+
+/// The tables of rows that belong to one workspace (`workspace_id`, `id`): one pair of
+/// queries serves them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceTable {
+    Members,
+    ApiKeys,
+    Webhooks,
+}
+
+impl WorkspaceTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Members => "members",
+            Self::ApiKeys => "api_keys",
+            Self::Webhooks => "webhooks",
+        }
+    }
+}
+
+/// A page of the workspace's rows of `table`, by id.
+pub async fn select_of_workspace<T>(
+    db: &Db,
+    table: WorkspaceTable,
+    workspace_id: &str,
+    page: Page<'_>,
+) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let sql = format!(
+        "SELECT * FROM {} WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        table.name()
+    );
+    sqlx::query_as(&sql)
+        .bind(workspace_id)
+        .bind(page.after.unwrap_or(""))
+        .bind(page.limit)
+        .fetch_all(db)
+        .await
+}
+
+/// One of the workspace's rows of `table`; another workspace's row is `None`.
+pub async fn select_one_of_workspace<T>(
+    db: &Db,
+    table: WorkspaceTable,
+    workspace_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let sql = format!("SELECT * FROM {} WHERE workspace_id = $1 AND id = $2", table.name());
+    sqlx::query_as(&sql).bind(workspace_id).bind(id).fetch_optional(db).await
+}
+
 // --- members ---
 
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -567,19 +624,6 @@ pub async fn select_member_by_id(
         .bind(workspace_id)
         .bind(key)
         .fetch_optional(db)
-        .await
-}
-
-pub async fn select_members(
-    db: &Db,
-    workspace_id: &str,
-    page: Page<'_>,
-) -> sqlx::Result<Vec<MemberRow>> {
-    sqlx::query_as("SELECT * FROM members WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-        .bind(workspace_id)
-        .bind(page.after.unwrap_or(""))
-        .bind(page.limit)
-        .fetch_all(db)
         .await
 }
 
@@ -659,33 +703,6 @@ pub async fn insert_api_key(
 pub async fn select_active_api_key(db: &Db, key_hash: &str) -> sqlx::Result<Option<ApiKeyRow>> {
     sqlx::query_as("SELECT * FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
         .bind(key_hash)
-        .fetch_optional(db)
-        .await
-}
-
-pub async fn select_api_keys(
-    db: &Db,
-    workspace_id: &str,
-    page: Page<'_>,
-) -> sqlx::Result<Vec<ApiKeyRow>> {
-    sqlx::query_as(
-        "SELECT * FROM api_keys WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-    )
-    .bind(workspace_id)
-    .bind(page.after.unwrap_or(""))
-    .bind(page.limit)
-    .fetch_all(db)
-    .await
-}
-
-pub async fn select_api_key(
-    db: &Db,
-    workspace_id: &str,
-    id: &str,
-) -> sqlx::Result<Option<ApiKeyRow>> {
-    sqlx::query_as("SELECT * FROM api_keys WHERE workspace_id = $1 AND id = $2")
-        .bind(workspace_id)
-        .bind(id)
         .fetch_optional(db)
         .await
 }
@@ -996,33 +1013,6 @@ pub async fn update_webhook(db: &Db, id: &str, w: &NewWebhookRow<'_>) -> sqlx::R
     .bind(now())
     .fetch_one(db)
     .await
-}
-
-pub async fn select_webhooks(
-    db: &Db,
-    workspace_id: &str,
-    page: Page<'_>,
-) -> sqlx::Result<Vec<WebhookRow>> {
-    sqlx::query_as(
-        "SELECT * FROM webhooks WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-    )
-    .bind(workspace_id)
-    .bind(page.after.unwrap_or(""))
-    .bind(page.limit)
-    .fetch_all(db)
-    .await
-}
-
-pub async fn select_webhook(
-    db: &Db,
-    workspace_id: &str,
-    id: &str,
-) -> sqlx::Result<Option<WebhookRow>> {
-    sqlx::query_as("SELECT * FROM webhooks WHERE workspace_id = $1 AND id = $2")
-        .bind(workspace_id)
-        .bind(id)
-        .fetch_optional(db)
-        .await
 }
 
 pub async fn delete_webhook(db: &Db, id: &str) -> sqlx::Result<()> {

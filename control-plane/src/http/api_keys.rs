@@ -7,10 +7,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::workspaces::{find_workspace, validate_name};
+use super::workspaces::{find_workspace, find_workspace_with_role, validate_name};
 use super::{AppState, Input, PageQuery, Paginated};
 use crate::auth::{Caller, Role, new_api_key};
-use crate::db::{self, ApiKeyRow};
+use crate::db::{self, ApiKeyRow, WorkspaceTable};
 use crate::error::{ApiError, Result};
 
 pub fn router() -> Router<AppState> {
@@ -42,8 +42,8 @@ async fn create_key(
     Path(workspace): Path<String>,
     Input(new): Input<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>)> {
-    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    let (workspace, mine) =
+        find_workspace_with_role(&state, &caller, &workspace, Role::Admin).await?;
     validate_name("name", &new.name)?;
     let role = Role::parse("role", new.role.as_deref().unwrap_or("editor"))?;
     if role > mine {
@@ -68,7 +68,9 @@ async fn list_keys(
     page: PageQuery,
 ) -> Result<Json<Paginated<ApiKeyRow>>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let rows = db::select_api_keys(&state.db, &workspace.id, page.fetch()).await?;
+    let rows =
+        db::select_of_workspace(&state.db, WorkspaceTable::ApiKeys, &workspace.id, page.fetch())
+            .await?;
     Ok(Json(page.paginate(rows, |k| k.id.clone())))
 }
 
@@ -78,10 +80,15 @@ async fn get_key(
     Path((workspace, key)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyRow>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    db::select_api_key(&state.db, &workspace.id, &key)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("API key '{key}'")))
+    db::select_one_of_workspace::<ApiKeyRow>(
+        &state.db,
+        WorkspaceTable::ApiKeys,
+        &workspace.id,
+        &key,
+    )
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::NotFound(format!("API key '{key}'")))
 }
 
 /// Revokes a key at once: the next request with it is a 401.
@@ -91,9 +98,14 @@ async fn revoke_key(
     Path((workspace, key)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyRow>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let record = db::select_api_key(&state.db, &workspace.id, &key)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("API key '{key}'")))?;
+    let record = db::select_one_of_workspace::<ApiKeyRow>(
+        &state.db,
+        WorkspaceTable::ApiKeys,
+        &workspace.id,
+        &key,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("API key '{key}'")))?;
     let revoked = db::revoke_api_key(&state.db, &record.id).await?;
     tracing::info!(workspace = %workspace.slug, key = %record.id, by = %caller.who(), "API key revoked");
     Ok(Json(revoked))

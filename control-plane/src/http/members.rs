@@ -7,10 +7,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::workspaces::find_workspace;
+use super::workspaces::{find_workspace, find_workspace_with_role};
 use super::{AppState, Input, PageQuery, Paginated};
 use crate::auth::{Caller, Role};
-use crate::db::{self, MemberRow};
+use crate::db::{self, MemberRow, WorkspaceTable};
 use crate::error::{ApiError, Result};
 
 pub fn router() -> Router<AppState> {
@@ -58,7 +58,9 @@ async fn list_members(
     page: PageQuery,
 ) -> Result<Json<Paginated<MemberRow>>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Viewer).await?;
-    let rows = db::select_members(&state.db, &workspace.id, page.fetch()).await?;
+    let rows =
+        db::select_of_workspace(&state.db, WorkspaceTable::Members, &workspace.id, page.fetch())
+            .await?;
     Ok(Json(page.paginate(rows, |m| m.id.clone())))
 }
 
@@ -68,8 +70,8 @@ async fn add_member(
     Path(workspace): Path<String>,
     Input(new): Input<NewMember>,
 ) -> Result<(StatusCode, Json<MemberRow>)> {
-    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    let (workspace, mine) =
+        find_workspace_with_role(&state, &caller, &workspace, Role::Admin).await?;
     validate_subject(&new.subject)?;
     let role = Role::parse("role", &new.role)?;
     check_grant(mine, role)?;
@@ -107,8 +109,8 @@ async fn change_member(
     Path((workspace, member)): Path<(String, String)>,
     Input(change): Input<MemberChange>,
 ) -> Result<Json<MemberRow>> {
-    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    let (workspace, mine) =
+        find_workspace_with_role(&state, &caller, &workspace, Role::Admin).await?;
     let member = find_member(&state, &workspace.id, &member).await?;
     let role = Role::parse("role", &change.role)?;
     check_grant(mine, role)?;
@@ -123,8 +125,8 @@ async fn remove_member(
     caller: Caller,
     Path((workspace, member)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let mine = caller.role_in(&state, &workspace).await?.unwrap_or(Role::Viewer);
+    let (workspace, mine) =
+        find_workspace_with_role(&state, &caller, &workspace, Role::Admin).await?;
     let member = find_member(&state, &workspace.id, &member).await?;
     check_grant(mine, Role::parse("role", &member.role).unwrap_or(Role::Owner))?;
     db::delete_member(&state.db, &member.id).await?;

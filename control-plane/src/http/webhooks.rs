@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::workspaces::find_workspace;
 use super::{AppState, Input, PageQuery, Paginated};
 use crate::auth::{Caller, Role};
-use crate::db::{self, NewWebhookRow, WebhookRow};
+use crate::db::{self, NewWebhookRow, WebhookRow, WorkspaceTable};
 use crate::error::{ApiError, Result};
 
 /// The events a webhook may subscribe to; `*` is all of them.
@@ -140,7 +140,7 @@ fn check_description(description: Option<&str>) -> Result<()> {
 }
 
 async fn find(state: &AppState, workspace_id: &str, id: &str) -> Result<WebhookRow> {
-    db::select_webhook(&state.db, workspace_id, id)
+    db::select_one_of_workspace(&state.db, WorkspaceTable::Webhooks, workspace_id, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("webhook '{id}'")))
 }
@@ -178,7 +178,13 @@ async fn list(
     page: PageQuery,
 ) -> Result<Json<Paginated<WebhookView>>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
-    let rows = db::select_webhooks(&state.db, &workspace.id, page.fetch()).await?;
+    let rows = db::select_of_workspace::<WebhookRow>(
+        &state.db,
+        WorkspaceTable::Webhooks,
+        &workspace.id,
+        page.fetch(),
+    )
+    .await?;
     let views = rows.into_iter().map(WebhookView::from).collect();
     Ok(Json(page.paginate(views, |w: &WebhookView| w.id.clone())))
 }

@@ -56,10 +56,20 @@ pub async fn find_workspace(
     key: &str,
     needed: Role,
 ) -> Result<WorkspaceRow> {
+    find_workspace_with_role(state, caller, key, needed).await.map(|(workspace, _)| workspace)
+}
+
+/// As [`find_workspace`], with the caller's role there (for routes that grant roles).
+pub async fn find_workspace_with_role(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    needed: Role,
+) -> Result<(WorkspaceRow, Role)> {
     let not_found = || ApiError::NotFound(format!("workspace '{key}'"));
     let workspace = db::select_workspace(&state.db, key).await?.ok_or_else(not_found)?;
-    caller.require(state, &workspace, needed, not_found).await?;
-    Ok(workspace)
+    let role = caller.require(state, &workspace, needed, not_found).await?;
+    Ok((workspace, role))
 }
 
 async fn create_workspace(
