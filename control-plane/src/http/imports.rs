@@ -67,8 +67,16 @@ async fn import(
     caller: Caller,
     Path(workspace): Path<String>,
     query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
-    document: Bytes,
+    document: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>)> {
+    // The body's rejection as edgemock's JSON error, not axum's plain text.
+    let document = document.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit: MAX_DOCUMENT_BYTES }
+        } else {
+            ApiError::BadRequest { code: "unreadable_body", message: e.body_text() }
+        }
+    })?;
     let workspace = find_workspace(&state, &caller, &workspace, Role::Editor).await?;
     let Query(query) = query
         .map_err(|e| ApiError::BadRequest { code: "invalid_query", message: e.body_text() })?;
