@@ -18,6 +18,8 @@ export WRANGLER_LOG_PATH="$ROOT/target/wrangler-logs"
 
 # The pinned worker-build, and the wasm-bindgen-cli matching the wasm-bindgen in Cargo.lock.
 WORKER_BUILD_VERSION="0.8.7"
+# The admin API's contract tester, installed into target/tools/venv by scripts/setup.
+SCHEMATHESIS_VERSION="4.32.5"
 wasm_bindgen_version() {
     awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' "$ROOT/Cargo.lock"
 }

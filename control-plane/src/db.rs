@@ -56,7 +56,7 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, schemars::JsonSchema)]
 pub struct WorkspaceRow {
     pub id: String,
     pub slug: String,
@@ -593,7 +593,7 @@ where
 
 // --- members ---
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, schemars::JsonSchema)]
 pub struct MemberRow {
     pub id: String,
     pub workspace_id: String,
@@ -663,7 +663,7 @@ pub async fn delete_member(db: &Db, id: &str) -> sqlx::Result<()> {
 // --- API keys ---
 
 /// An API key as stored: never the key itself, only its hash and prefix.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, schemars::JsonSchema)]
 pub struct ApiKeyRow {
     pub id: String,
     pub workspace_id: String,

@@ -4,7 +4,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -38,6 +39,23 @@ pub enum ApiError {
     /// 500: never shown to the client beyond its code.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// Every error's body: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_field`, `not_found`, `conflict`, ….
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// The offending input, by its path (`responses[0].status`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -89,11 +107,8 @@ impl IntoResponse for ApiError {
             Self::Invalid { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let Some(field) = field {
-            error["field"] = json!(field);
-        }
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody { error: ErrorDetail { code, message, field } };
+        let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -606,6 +606,7 @@ pub struct EndpointDefinition {
     pub method: MethodSpec,
     /// A path pattern: `/users/:id`, `/users/{id}`, or a trailing wildcard `/files/*` or
     /// `/files/{*rest}`. See [`crate::routing::normalize_pattern`].
+    #[cfg_attr(feature = "schema", schemars(pattern("^/")))]
     pub path: String,
     /// Among endpoints whose method and pattern both match, the highest priority whose
     /// `when` holds answers (ties: an exact method before `ANY`, then definition order).
@@ -760,6 +761,7 @@ pub const MIN_WS_INTERVAL_MS: u32 = 100;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WebSocketEndpoint {
+    #[cfg_attr(feature = "schema", schemars(pattern("^/")))]
     pub path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_connect: Vec<WsMessage>,

@@ -362,3 +362,71 @@ async fn access_control_on_postgres() -> anyhow::Result<()> {
     let cp = ControlPlane::start(&pg.fresh_database()?, None).await?;
     scenario(&cp).await
 }
+
+/// Every route this file tests is in the OpenAPI document, with its security requirement,
+/// and the document and its docs page are served without credentials (they hold nothing
+/// secret, and a client generator must be able to fetch the document).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_in_the_openapi_document() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let anonymous = reqwest::Client::new();
+    let response = anonymous.get(format!("{}/api/v1/openapi.json", cp.url)).send().await?;
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await?;
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..4]), Some("3.1."), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().expect("paths");
+    // `/api/v1/apis/{api}/endpoints/{id}` matches `/api/v1/apis/w-api/endpoints/E`.
+    let matches = |template: &str, path: &str| {
+        let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p)
+    };
+    let mut operations = 0;
+    // The routes of the matrix above, and the two that are not in a workspace.
+    let all = routes("w", "E", "M", "K").into_iter().chain([
+        (Method::GET, "/api/v1/workspaces".to_owned(), None),
+        (Method::POST, "/api/v1/workspaces".to_owned(), None),
+    ]);
+    for (method, path, _) in all {
+        let (template, item) = paths
+            .iter()
+            .find(|(template, item)| {
+                matches(template, &path) && item.get(method.as_str().to_lowercase()).is_some()
+            })
+            .unwrap_or_else(|| panic!("{method} {path} is not in the OpenAPI document"));
+        let operation = &item[method.as_str().to_lowercase()];
+        assert!(operation["operationId"].is_string(), "{method} {template}: no operationId");
+        assert_eq!(operation["security"], json!([{"bearer": []}]), "{method} {template}");
+        for status in ["401", "404"] {
+            assert!(operation["responses"][status].is_object(), "{method} {template}: {status}");
+        }
+        operations += 1;
+    }
+    let documented: usize =
+        paths.values().map(|item| item.as_object().map_or(0, |o| o.len())).sum();
+    assert_eq!(
+        operations, documented,
+        "the document has operations this file does not test (or the other way round)"
+    );
+    // Every `$ref` resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        let name = name.strip_prefix("#/components/schemas/").expect("a component reference");
+        assert!(doc["components"]["schemas"][name].is_object(), "dangling $ref {name}");
+    }
+
+    let page = anonymous.get(format!("{}/api/docs", cp.url)).send().await?;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await?;
+    assert!(
+        html.contains("/api/v1/openapi.json") && html.contains("/api/docs/swagger-ui-bundle.js")
+    );
+    // Served by the control plane itself: the page works offline.
+    for (asset, at_least) in [("swagger-ui-bundle.js", 1_000_000), ("swagger-ui.css", 100_000)] {
+        let response = anonymous.get(format!("{}/api/docs/{asset}", cp.url)).send().await?;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.bytes().await?.len() > at_least, "{asset}");
+    }
+    cp.stop().await
+}

@@ -1,37 +1,63 @@
 //! `/api/v1/workspaces/{workspace}/apis` and `/api/v1/apis/{api}`: create, list, read,
 //! publish, and the snapshot the edge serves. An API is addressed by id or slug.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use axum::Json;
+use axum::extract::State;
+use axum::response::NoContent;
 use edgemock_shared::Snapshot;
 use edgemock_shared::model::validate_slug;
 use edgemock_shared::model::{Cors, Delay};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use super::docs::{Created, doc};
 use super::workspaces::{find_workspace, validate_name};
-use super::{AppState, Input, PageQuery, Paginated};
+use super::{AppState, InWorkspace, Input, OfApi, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow};
 use crate::error::{ApiError, Result};
 use crate::publish::build_snapshot;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{workspace}/apis", get(list_apis).post(create_api))
-        .route("/apis/{api}", get(get_api).patch(update_api).delete(delete_api))
-        .route("/apis/{api}/publish", post(publish_api))
-        .route("/apis/{api}/snapshot", get(get_snapshot))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/workspaces/{workspace}/apis",
+            get_with(list_apis, doc("listApis", "List a workspace's APIs"))
+                .post_with(create_api, doc("createApi", "Create an API")),
+        )
+        .api_route(
+            "/apis/{api}",
+            get_with(get_api, doc("getApi", "Read an API and its publish state"))
+                .patch_with(update_api, doc("updateApi", "Change an API's name or settings"))
+                .delete_with(delete_api, doc("deleteApi", "Delete an API and its mocks")),
+        )
+        .api_route(
+            "/apis/{api}/publish",
+            post_with(publish_api, |o| {
+                doc("publishApi", "Publish the API to the edge now")(o)
+                    .response_with::<502, Json<crate::error::ErrorBody>, _>(|r| {
+                        r.description("The edge refused or failed; the publish is retried.")
+                    })
+            }),
+        )
+        .api_route(
+            "/apis/{api}/snapshot",
+            get_with(get_snapshot, doc("getApiSnapshot", "The snapshot the edge serves")),
+        )
+        .with_path_items(|p| p.tag("apis"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApi {
     /// Globally unique: the `{apiSlug}` of `/mock/{apiSlug}/…`.
+    #[schemars(pattern(super::SLUG_PATTERN))]
     pub slug: String,
     /// Defaults to the slug.
+    #[schemars(length(min = 1, max = 200), pattern(super::NAME_PATTERN))]
     pub name: Option<String>,
     // The settings, spelled out: serde cannot refuse unknown keys through `flatten`.
     #[serde(default)]
@@ -41,7 +67,7 @@ pub struct NewApi {
 }
 
 /// What applies to all of an API's endpoints; stored as JSON and carried in its snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     /// Headers added to every response unless the response sets the same name.
@@ -70,9 +96,10 @@ impl ApiSettings {
 
 /// Changes to an API: absent fields keep their value; a settings field replaces the old one
 /// whole (`null` clears `default_delay` and `cors`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiChanges {
+    #[schemars(length(min = 1, max = 200), pattern(super::NAME_PATTERN))]
     pub name: Option<String>,
     pub base_headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "super::explicit_null")]
@@ -82,7 +109,7 @@ pub struct ApiChanges {
 }
 
 /// An API as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct ApiView {
     pub id: String,
     pub workspace_id: String,
@@ -98,11 +125,9 @@ pub struct ApiView {
 }
 
 /// Where the API stands with the edge.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PublishView {
-    /// `published` (the edge has the current version), `pending` (on its way),
-    /// `retrying` (the last attempt failed; see `last_error`), or `disabled` (no `EDGE_URL`).
-    pub state: &'static str,
+    pub state: PublishState,
     pub published_version: i64,
     pub published_at: Option<String>,
     pub last_error: Option<String>,
@@ -110,16 +135,29 @@ pub struct PublishView {
     pub next_attempt_at: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishState {
+    /// The edge has the current version.
+    Published,
+    /// On its way.
+    Pending,
+    /// The last attempt failed (see `last_error`); it is retried.
+    Retrying,
+    /// The control plane has no `EDGE_URL`.
+    Disabled,
+}
+
 impl ApiView {
     pub fn new(row: ApiRow, publishing: bool) -> Self {
         let state = if row.published_version >= row.version {
-            "published"
+            PublishState::Published
         } else if !publishing {
-            "disabled"
+            PublishState::Disabled
         } else if row.publish_error.is_some() {
-            "retrying"
+            PublishState::Retrying
         } else {
-            "pending"
+            PublishState::Pending
         };
         let settings = serde_json::from_str(&row.settings).unwrap_or_default();
         Self {
@@ -146,9 +184,9 @@ impl ApiView {
 async fn create_api(
     State(state): State<AppState>,
     caller: Caller,
-    Path(workspace): Path<String>,
+    Params(InWorkspace { workspace }): Params<InWorkspace>,
     Input(new): Input<NewApi>,
-) -> Result<(StatusCode, Json<ApiView>)> {
+) -> Result<Created<ApiView>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Editor).await?;
     validate_slug("slug", &new.slug)?;
     let name = new.name.unwrap_or_else(|| new.slug.clone());
@@ -176,13 +214,13 @@ async fn create_api(
     // A new API is version 1 with no endpoints: publish it, so its routes answer 404 by
     // route rather than by API.
     state.publisher.wake();
-    Ok((StatusCode::CREATED, Json(ApiView::new(api, state.publisher.enabled()))))
+    Ok(Created(ApiView::new(api, state.publisher.enabled())))
 }
 
 async fn list_apis(
     State(state): State<AppState>,
     caller: Caller,
-    Path(workspace): Path<String>,
+    Params(InWorkspace { workspace }): Params<InWorkspace>,
     page: PageQuery,
 ) -> Result<Json<Paginated<ApiView>>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Viewer).await?;
@@ -216,7 +254,7 @@ pub async fn authorize_api(
 async fn get_api(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(OfApi { api: key }): Params<OfApi>,
 ) -> Result<Json<ApiView>> {
     let api = authorize_api(&state, &caller, &key, Role::Viewer).await?;
     Ok(Json(ApiView::new(api, state.publisher.enabled())))
@@ -225,7 +263,7 @@ async fn get_api(
 async fn update_api(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(OfApi { api: key }): Params<OfApi>,
     Input(changes): Input<ApiChanges>,
 ) -> Result<Json<ApiView>> {
     let api = authorize_api(&state, &caller, &key, Role::Editor).await?;
@@ -249,13 +287,13 @@ async fn update_api(
 async fn delete_api(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
-) -> Result<StatusCode> {
+    Params(OfApi { api: key }): Params<OfApi>,
+) -> Result<NoContent> {
     let api = authorize_api(&state, &caller, &key, Role::Admin).await?;
     db::delete_api(&state.db, &api).await?;
     state.publisher.wake();
     tracing::info!(api = %api.slug, by = %caller.who(), "API deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 /// Publishes the API's current snapshot now, even if the edge is believed to have it (for
@@ -264,7 +302,7 @@ async fn delete_api(
 async fn publish_api(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(OfApi { api: key }): Params<OfApi>,
 ) -> Result<Json<ApiView>> {
     let api = authorize_api(&state, &caller, &key, Role::Editor).await?;
     if !state.publisher.enabled() {
@@ -284,7 +322,7 @@ async fn publish_api(
 async fn get_snapshot(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(OfApi { api: key }): Params<OfApi>,
 ) -> Result<Json<Snapshot>> {
     let api = authorize_api(&state, &caller, &key, Role::Viewer).await?;
     build_snapshot(&state.db, &api.id)

@@ -4,30 +4,42 @@
 //! lock), then checks the API *as it would be after the write* with the engine that the edge
 //! runs: a conflicting route or an invalid definition is a 422 and nothing is stored.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::Json;
+use axum::extract::State;
+use axum::response::NoContent;
 use edgemock_shared::{
     EndpointDefinition, Engine, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint, WorkspaceRef,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::apis::authorize_api;
-use super::{AppState, Input, PageQuery, Paginated};
+use super::docs::{Created, doc};
+use super::{AppState, Input, OfApi, OfApiItem, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow, EndpointRow, Page};
 use crate::error::{ApiError, Result};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/apis/{api}/endpoints", get(list_endpoints).post(create_endpoint)).route(
-        "/apis/{api}/endpoints/{endpoint}",
-        get(get_endpoint).put(replace_endpoint).delete(delete_endpoint),
-    )
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/apis/{api}/endpoints",
+            get_with(list_endpoints, doc("listEndpoints", "List an API's endpoints"))
+                .post_with(create_endpoint, doc("createEndpoint", "Add an endpoint")),
+        )
+        .api_route(
+            "/apis/{api}/endpoints/{id}",
+            get_with(get_endpoint, doc("getEndpoint", "Read an endpoint"))
+                .put_with(replace_endpoint, doc("replaceEndpoint", "Replace an endpoint"))
+                .delete_with(delete_endpoint, doc("deleteEndpoint", "Delete an endpoint")),
+        )
+        .with_path_items(|p| p.tag("endpoints"))
 }
 
 /// An endpoint as the admin API shows it: its whole definition plus identity and times.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct EndpointView {
     pub id: String,
     pub api_id: String,
@@ -112,9 +124,9 @@ fn all() -> Page<'static> {
 async fn create_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path(api): Path<String>,
+    Params(OfApi { api }): Params<OfApi>,
     Input(definition): Input<EndpointDefinition>,
-) -> Result<(StatusCode, Json<EndpointView>)> {
+) -> Result<Created<EndpointView>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
@@ -129,13 +141,13 @@ async fn create_endpoint(
     tx.commit().await?;
     state.publisher.wake();
     tracing::info!(api = %api.slug, version = api.version, endpoint = %row.id, "endpoint created");
-    Ok((StatusCode::CREATED, Json(row.try_into()?)))
+    Ok(Created(row.try_into()?))
 }
 
 async fn list_endpoints(
     State(state): State<AppState>,
     caller: Caller,
-    Path(api): Path<String>,
+    Params(OfApi { api }): Params<OfApi>,
     page: PageQuery,
 ) -> Result<Json<Paginated<EndpointView>>> {
     let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
@@ -147,7 +159,7 @@ async fn list_endpoints(
 async fn get_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path((api, id)): Path<(String, String)>,
+    Params(OfApiItem { api, id }): Params<OfApiItem>,
 ) -> Result<Json<EndpointView>> {
     let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
     let row = db::select_endpoint(&state.db, &api.id, &id)
@@ -159,7 +171,7 @@ async fn get_endpoint(
 async fn replace_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path((api, id)): Path<(String, String)>,
+    Params(OfApiItem { api, id }): Params<OfApiItem>,
     Input(definition): Input<EndpointDefinition>,
 ) -> Result<Json<EndpointView>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
@@ -192,8 +204,8 @@ async fn replace_endpoint(
 async fn delete_endpoint(
     State(state): State<AppState>,
     caller: Caller,
-    Path((api, id)): Path<(String, String)>,
-) -> Result<StatusCode> {
+    Params(OfApiItem { api, id }): Params<OfApiItem>,
+) -> Result<NoContent> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
@@ -207,5 +219,5 @@ async fn delete_endpoint(
     tx.commit().await?;
     state.publisher.wake();
     tracing::info!(api = %api.slug, version = api.version, endpoint = %id, "endpoint deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }

@@ -4,19 +4,20 @@
 //!   transaction, and answers with the import report (see [`crate::openapi`]);
 //! - `GET /api/v1/apis/{api}/openapi` exports an API as an OpenAPI 3.1 document.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use edgemock_shared::model::validate_slug;
 use edgemock_shared::{Engine, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint, WorkspaceRef};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::AppState;
 use super::apis::{ApiView, authorize_api};
+use super::docs::{Created, Document, doc};
 use super::workspaces::{find_workspace, validate_name};
+use super::{AppState, InWorkspace, OfApi, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, Page};
 use crate::error::{ApiError, Result};
@@ -25,27 +26,35 @@ use crate::openapi::{ImportError, ImportOptions};
 /// Largest document accepted: real ones run to megabytes (GitHub's is 13 MB).
 pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
             "/workspaces/{workspace}/apis/import",
-            post(import).layer(DefaultBodyLimit::max(MAX_DOCUMENT_BYTES)),
+            post_with(import, doc("importOpenApi", "Create an API from an OpenAPI document"))
+                .layer(DefaultBodyLimit::max(MAX_DOCUMENT_BYTES)),
         )
-        .route("/apis/{api}/openapi", get(export))
+        .api_route(
+            "/apis/{api}/openapi",
+            get_with(export, doc("exportOpenApi", "Export an API as OpenAPI 3.1")),
+        )
+        .with_path_items(|p| p.tag("apis"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ImportQuery {
     /// The new API's slug; derived from `info.title` when absent.
+    #[schemars(pattern(super::SLUG_PATTERN))]
     slug: Option<String>,
     /// The new API's name; `info.title` when absent.
+    #[schemars(length(min = 1, max = 200), pattern(super::NAME_PATTERN))]
     name: Option<String>,
     /// Seeds generated data (default 0): the same document and seed give the same mocks.
     seed: Option<u64>,
     /// Keep the first server's base path in every endpoint path (default: strip it).
     keep_base_path: Option<bool>,
     /// The status of a request body that breaks its schema (default 400).
+    #[schemars(range(min = 400, max = 599))]
     validation_status: Option<u16>,
     /// `false`: generate every body from its schema instead of using examples.
     use_examples: Option<bool>,
@@ -65,18 +74,10 @@ impl From<ImportError> for ApiError {
 async fn import(
     State(state): State<AppState>,
     caller: Caller,
-    Path(workspace): Path<String>,
+    Params(InWorkspace { workspace }): Params<InWorkspace>,
     query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
-    document: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<Value>)> {
-    // The body's rejection as edgemock's JSON error, not axum's plain text.
-    let document = document.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit: MAX_DOCUMENT_BYTES }
-        } else {
-            ApiError::BadRequest { code: "unreadable_body", message: e.body_text() }
-        }
-    })?;
+    Document(document): Document,
+) -> Result<Created<ImportResult>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Editor).await?;
     let Query(query) = query
         .map_err(|e| ApiError::BadRequest { code: "invalid_query", message: e.body_text() })?;
@@ -145,25 +146,41 @@ async fn import(
         api = %api.slug, operations = imported.report.operations, notes = imported.report.notes.len(),
         by = %caller.who(), "OpenAPI document imported"
     );
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "api": ApiView::new(api, state.publisher.enabled()),
-            "import": {
-                "openapi": imported.openapi,
-                "title": imported.title,
-                "version": imported.version,
-                "base_path": imported.base_path,
-                "report": imported.report,
-            },
-        })),
-    ))
+    Ok(Created(ImportResult {
+        api: ApiView::new(api, state.publisher.enabled()),
+        import: ImportSummary {
+            openapi: imported.openapi,
+            title: imported.title,
+            version: imported.version,
+            base_path: imported.base_path,
+            report: imported.report,
+        },
+    }))
+}
+
+/// The created API, and how the import went.
+#[derive(Debug, Serialize, JsonSchema)]
+struct ImportResult {
+    api: ApiView,
+    import: ImportSummary,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+struct ImportSummary {
+    /// The document's `openapi` version.
+    openapi: String,
+    title: String,
+    /// `info.version`.
+    version: Option<String>,
+    /// The first server's path, stripped from the endpoint paths unless `keep_base_path`.
+    base_path: Option<String>,
+    report: crate::openapi::ImportReport,
 }
 
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(OfApi { api: key }): Params<OfApi>,
 ) -> Result<Json<Value>> {
     let api = authorize_api(&state, &caller, &key, Role::Viewer).await?;
     let rows =

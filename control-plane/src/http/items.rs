@@ -5,27 +5,33 @@
 //! lock), then compiles the whole API as it would be after the write with the engine; an
 //! invalid definition is a 422 naming the field, and nothing is stored.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::Json;
+use axum::extract::State;
+use axum::response::NoContent;
 use edgemock_shared::model::{GraphqlOperation, WebSocketEndpoint};
 use edgemock_shared::{Engine, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint, WorkspaceRef};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::apis::authorize_api;
-use super::{AppState, Input, PageQuery, Paginated};
+use super::docs::{Created, doc};
+use super::{AppState, Input, OfApi, OfApiItem, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow, ItemRow, ItemTable, Page};
 use crate::error::{ApiError, Result};
 
 /// What differs between the two kinds of item.
-trait Item: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+trait Item: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static {
     const TABLE: ItemTable;
     /// The snapshot field, as the engine names it in errors (`graphql`, `websockets`).
     const FIELD: &'static str;
     const WHAT: &'static str;
+    /// The OpenAPI tag, and the operation ids' noun (`listGraphqlOperations`).
+    const TAG: &'static str;
+    const NOUN: &'static str;
     /// Shown in listings: the operation's name, the mock's path.
     fn label(&self) -> String;
 }
@@ -34,6 +40,8 @@ impl Item for GraphqlOperation {
     const TABLE: ItemTable = ItemTable::GraphqlOperations;
     const FIELD: &'static str = "graphql";
     const WHAT: &'static str = "GraphQL operation";
+    const TAG: &'static str = "graphql";
+    const NOUN: &'static str = "GraphqlOperation";
     fn label(&self) -> String {
         self.name.clone()
     }
@@ -43,26 +51,43 @@ impl Item for WebSocketEndpoint {
     const TABLE: ItemTable = ItemTable::WebsocketEndpoints;
     const FIELD: &'static str = "websockets";
     const WHAT: &'static str = "WebSocket mock";
+    const TAG: &'static str = "websockets";
+    const NOUN: &'static str = "WebSocket";
     fn label(&self) -> String {
         self.path.clone()
     }
 }
 
-pub fn router() -> Router<AppState> {
-    fn routes<T: Item>(base: &str) -> Router<AppState> {
-        Router::new()
-            .route(&format!("/apis/{{api}}/{base}"), get(list::<T>).post(create::<T>))
-            .route(
-                &format!("/apis/{{api}}/{base}/{{id}}"),
-                get(read::<T>).put(replace::<T>).delete(remove::<T>),
+pub fn router() -> ApiRouter<AppState> {
+    fn routes<T: Item>(base: &str) -> ApiRouter<AppState> {
+        let (noun, what) = (T::NOUN, T::WHAT);
+        ApiRouter::new()
+            .api_route(
+                &format!("/apis/{{api}}/{base}"),
+                get_with(list::<T>, doc(format!("list{noun}s"), format!("List an API's {what}s")))
+                    .post_with(create::<T>, doc(format!("create{noun}"), format!("Add a {what}"))),
             )
+            .api_route(
+                &format!("/apis/{{api}}/{base}/{{id}}"),
+                get_with(read::<T>, doc(format!("get{noun}"), format!("Read a {what}")))
+                    .put_with(
+                        replace::<T>,
+                        doc(format!("replace{noun}"), format!("Replace a {what}")),
+                    )
+                    .delete_with(
+                        remove::<T>,
+                        doc(format!("delete{noun}"), format!("Delete a {what}")),
+                    ),
+            )
+            .with_path_items(|p| p.tag(T::TAG))
     }
     routes::<GraphqlOperation>("graphql-operations")
         .merge(routes::<WebSocketEndpoint>("websockets"))
 }
 
 /// An item as the admin API shows it: its whole definition plus identity and times.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "{T}View")]
 struct ItemView<T> {
     id: String,
     api_id: String,
@@ -158,7 +183,7 @@ async fn check<T: Item>(
 async fn list<T: Item>(
     State(state): State<AppState>,
     caller: Caller,
-    Path(api): Path<String>,
+    Params(OfApi { api }): Params<OfApi>,
     page: PageQuery,
 ) -> Result<Json<Paginated<ItemView<T>>>> {
     let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
@@ -170,7 +195,7 @@ async fn list<T: Item>(
 async fn read<T: Item>(
     State(state): State<AppState>,
     caller: Caller,
-    Path((api, id)): Path<(String, String)>,
+    Params(OfApiItem { api, id }): Params<OfApiItem>,
 ) -> Result<Json<ItemView<T>>> {
     let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
     let rows = db::select_items(&state.db, T::TABLE, &api.id, all()).await?;
@@ -184,9 +209,9 @@ async fn read<T: Item>(
 async fn create<T: Item>(
     State(state): State<AppState>,
     caller: Caller,
-    Path(api): Path<String>,
+    Params(OfApi { api }): Params<OfApi>,
     Input(item): Input<T>,
-) -> Result<(StatusCode, Json<ItemView<T>>)> {
+) -> Result<Created<ItemView<T>>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api.id)
@@ -198,13 +223,13 @@ async fn create<T: Item>(
     tx.commit().await?;
     state.publisher.wake();
     tracing::info!(api = %api.slug, version = api.version, id = %row.id, "{} created", T::WHAT);
-    Ok((StatusCode::CREATED, Json(view(row)?)))
+    Ok(Created(view(row)?))
 }
 
 async fn replace<T: Item>(
     State(state): State<AppState>,
     caller: Caller,
-    Path((api, id)): Path<(String, String)>,
+    Params(OfApiItem { api, id }): Params<OfApiItem>,
     Input(item): Input<T>,
 ) -> Result<Json<ItemView<T>>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?;
@@ -225,8 +250,8 @@ async fn replace<T: Item>(
 async fn remove<T: Item>(
     State(state): State<AppState>,
     caller: Caller,
-    Path((api, id)): Path<(String, String)>,
-) -> Result<StatusCode> {
+    Params(OfApiItem { api, id }): Params<OfApiItem>,
+) -> Result<NoContent> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?;
     let mut tx = state.db.begin().await?;
     // Version first: it takes the API's write lock before anything changes.
@@ -236,5 +261,5 @@ async fn remove<T: Item>(
     }
     tx.commit().await?;
     state.publisher.wake();
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }

@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod apis;
+pub mod docs;
 mod endpoints;
 mod health;
 mod imports;
@@ -15,10 +16,15 @@ mod workspaces;
 
 pub use apis::ApiSettings;
 
+use aide::axum::ApiRouter;
+use aide::generate::GenContext;
+use aide::openapi::Operation;
+use aide::operation::OperationInput;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
@@ -26,6 +32,11 @@ use tower_http::trace::TraceLayer;
 use crate::db::Db;
 use crate::error::{ApiError, Result};
 use crate::publish::Publisher;
+
+/// What `validate_slug` accepts, for the OpenAPI document.
+pub const SLUG_PATTERN: &str = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$";
+/// Names must not be blank (`workspaces::validate_name`).
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$";
 
 /// Largest admin request body accepted.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -46,25 +57,29 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    // The admin API: every route in the OpenAPI document (see `docs`).
+    docs::configure();
+    let api = ApiRouter::new()
         .merge(workspaces::router())
-        .merge(apis::router())
-        .merge(endpoints::router())
-        .merge(items::router())
-        .merge(imports::router())
         .merge(members::router())
         .merge(api_keys::router())
-        .merge(webhooks::router())
+        .merge(apis::router())
+        .merge(imports::router())
+        .merge(endpoints::router())
+        .merge(items::router())
+        .merge(webhooks::router());
+    let admin = docs::finish(ApiRouter::new().nest("/api/v1", api))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
-        .nest("/api/v1", api)
+        .merge(admin)
         .merge(internal::router())
         .merge(mocks::router())
         .merge(health::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
+        .merge(docs::page())
+        .layer(TraceLayer::new_for_http())
 }
 
 async fn not_found() -> ApiError {
@@ -73,6 +88,66 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Path parameters, as axum's `Path` but with edgemock's JSON error when they cannot be read
+/// (a percent-encoding that is not UTF-8).
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        // No id or slug holds a NUL (and PostgreSQL cannot even compare one): not found.
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await
+            && let Some((name, _)) = raw.iter().find(|(_, value)| value.contains('\0'))
+        {
+            return Err(ApiError::NotFound(format!("{name} with a NUL character")));
+        }
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| Params(t))
+            .map_err(|e| ApiError::BadRequest { code: "invalid_path", message: e.body_text() })
+    }
+}
+
+impl<T: JsonSchema> OperationInput for Params<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        axum::extract::Path::<T>::operation_input(ctx, operation);
+    }
+}
+
+/// `{workspace}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct InWorkspace {
+    /// The workspace's id or slug.
+    pub workspace: String,
+}
+
+/// `{workspace}/…/{id}`: a member, API key or webhook.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct InWorkspaceItem {
+    /// The workspace's id or slug.
+    pub workspace: String,
+    /// The item's id.
+    pub id: String,
+}
+
+/// `{api}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct OfApi {
+    /// The API's id or slug.
+    pub api: String,
+}
+
+/// `{api}/…/{id}`: an endpoint, GraphQL operation or WebSocket mock.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct OfApiItem {
+    /// The API's id or slug.
+    pub api: String,
+    /// The item's id.
+    pub id: String,
 }
 
 /// A JSON request body, read strictly: malformed JSON is a 400; a missing, mistyped or
@@ -96,7 +171,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
 }
 
 /// Parses `bytes` as a `T`, refusing unknown fields (a typo must not pass silently).
+///
+/// Every admin body is a JSON object: serde would also read a struct from an array, by
+/// position (`[null, null]` as a change of nothing), so anything else is refused first.
+///
+/// A NUL character (`\u0000`) anywhere is refused too: PostgreSQL cannot store one in text,
+/// and both databases must answer alike.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if has_escaped_nul(bytes) {
+        return Err(ApiError::invalid("body", "must not contain NUL characters (\\u0000)"));
+    }
+    match bytes.trim_ascii_start().first() {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        // Empty or not JSON at all: serde says why.
+        _ => {}
+    }
     let mut unknown = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
@@ -124,6 +216,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         return Err(ApiError::invalid(field, "is not a known field"));
     }
     Ok(value)
+}
+
+/// Whether JSON text holds `\u0000`. Backslashes occur only in strings, and each starts a
+/// two-character escape (or `\uXXXX`), so skipping pairs never misreads `\\u0000`.
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 /// serde_json's messages end in "at line 1 column 42", which says nothing to an API client.
@@ -161,6 +270,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
                 format!("must be between 1 and {MAX_PAGE_SIZE}"),
             ));
         }
+        // Cursors are ids: printable and short.
+        if page.after.as_deref().is_some_and(|a| a.len() > 200 || a.chars().any(char::is_control)) {
+            return Err(ApiError::invalid("after", "must be the next_cursor of a previous page"));
+        }
         Ok(page)
     }
 }
@@ -192,9 +305,12 @@ impl PageQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a listing.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "PageOf{T}")]
 pub struct Paginated<T> {
     pub items: Vec<T>,
+    /// Pass as `after` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -6,15 +6,18 @@
 //! unless `PROXY_ALLOW_HTTP` / `PROXY_ALLOW_PRIVATE_NETWORKS`), so a webhook cannot be
 //! pointed at the control plane's own network.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use axum::Json;
+use axum::extract::State;
+use axum::response::NoContent;
 use base64::Engine as _;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::docs::{Created, doc};
 use super::workspaces::find_workspace;
-use super::{AppState, Input, PageQuery, Paginated};
+use super::{AppState, InWorkspace, InWorkspaceItem, Input, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, NewWebhookRow, WebhookRow, WorkspaceTable};
 use crate::error::{ApiError, Result};
@@ -35,18 +38,53 @@ pub const EVENTS: &[&str] = &[
     "mock.rate_limited",
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{workspace}/webhooks", get(list).post(create))
-        .route("/workspaces/{workspace}/webhooks/{webhook}", get(read).patch(change).delete(remove))
-        .route("/workspaces/{workspace}/webhooks/{webhook}/rotate-secret", post(rotate))
+/// An event name in the OpenAPI document: one of [`EVENTS`], or `*` (the code keeps them as
+/// strings, checked by `check`).
+struct EventName;
+
+impl JsonSchema for EventName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = EVENTS.iter().copied().chain(["*"]).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
 }
 
-#[derive(Debug, Deserialize)]
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/workspaces/{workspace}/webhooks",
+            get_with(list, doc("listWebhooks", "List a workspace's webhooks")).post_with(
+                create,
+                doc("createWebhook", "Subscribe a URL (the secret is shown once)"),
+            ),
+        )
+        .api_route(
+            "/workspaces/{workspace}/webhooks/{id}",
+            get_with(read, doc("getWebhook", "Read a webhook"))
+                .patch_with(change, doc("updateWebhook", "Change a webhook"))
+                .delete_with(remove, doc("deleteWebhook", "Delete a webhook")),
+        )
+        .api_route(
+            "/workspaces/{workspace}/webhooks/{id}/rotate-secret",
+            post_with(rotate, doc("rotateWebhookSecret", "Replace a webhook's secret")),
+        )
+        .with_path_items(|p| p.tag("webhooks"))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWebhook {
+    /// https, and not on a private network (unless the control plane allows them).
+    #[schemars(length(max = 2048))]
     url: String,
+    /// Event names, or `*` for all.
+    #[schemars(with = "Vec<EventName>", length(min = 1))]
     events: Vec<String>,
+    #[schemars(length(max = 500))]
     description: Option<String>,
     #[serde(default = "yes")]
     active: bool,
@@ -56,18 +94,21 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookChanges {
+    #[schemars(length(max = 2048))]
     url: Option<String>,
+    #[schemars(with = "Option<Vec<EventName>>", length(min = 1))]
     events: Option<Vec<String>>,
     #[serde(default, deserialize_with = "super::explicit_null")]
+    #[schemars(length(max = 500))]
     description: Option<Option<String>>,
     active: Option<bool>,
 }
 
 /// A webhook as listed: never its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct WebhookView {
     id: String,
     workspace_id: String,
@@ -80,7 +121,7 @@ struct WebhookView {
 }
 
 /// A webhook as created or after its secret was rotated: with the secret, this once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct WebhookWithSecret {
     #[serde(flatten)]
     webhook: WebhookView,
@@ -148,9 +189,9 @@ async fn find(state: &AppState, workspace_id: &str, id: &str) -> Result<WebhookR
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(workspace): Path<String>,
+    Params(InWorkspace { workspace }): Params<InWorkspace>,
     Input(new): Input<NewWebhook>,
-) -> Result<(StatusCode, Json<WebhookWithSecret>)> {
+) -> Result<Created<WebhookWithSecret>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
     let events = check(&state, &new.url, &new.events)?;
     check_description(new.description.as_deref())?;
@@ -168,13 +209,13 @@ async fn create(
     )
     .await?;
     tracing::info!(workspace = %workspace.slug, webhook = %row.id, by = %caller.who(), "webhook created");
-    Ok((StatusCode::CREATED, Json(WebhookWithSecret { webhook: row.into(), secret })))
+    Ok(Created(WebhookWithSecret { webhook: row.into(), secret }))
 }
 
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(workspace): Path<String>,
+    Params(InWorkspace { workspace }): Params<InWorkspace>,
     page: PageQuery,
 ) -> Result<Json<Paginated<WebhookView>>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
@@ -192,7 +233,7 @@ async fn list(
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path((workspace, id)): Path<(String, String)>,
+    Params(InWorkspaceItem { workspace, id }): Params<InWorkspaceItem>,
 ) -> Result<Json<WebhookView>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
     Ok(Json(find(&state, &workspace.id, &id).await?.into()))
@@ -201,7 +242,7 @@ async fn read(
 async fn change(
     State(state): State<AppState>,
     caller: Caller,
-    Path((workspace, id)): Path<(String, String)>,
+    Params(InWorkspaceItem { workspace, id }): Params<InWorkspaceItem>,
     Input(changes): Input<WebhookChanges>,
 ) -> Result<Json<WebhookView>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
@@ -230,7 +271,7 @@ async fn change(
 async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
-    Path((workspace, id)): Path<(String, String)>,
+    Params(InWorkspaceItem { workspace, id }): Params<InWorkspaceItem>,
 ) -> Result<Json<WebhookWithSecret>> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
     let row = find(&state, &workspace.id, &id).await?;
@@ -254,10 +295,10 @@ async fn rotate(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path((workspace, id)): Path<(String, String)>,
-) -> Result<StatusCode> {
+    Params(InWorkspaceItem { workspace, id }): Params<InWorkspaceItem>,
+) -> Result<NoContent> {
     let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
     let row = find(&state, &workspace.id, &id).await?;
     db::delete_webhook(&state.db, &row.id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }

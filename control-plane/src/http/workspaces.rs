@@ -1,49 +1,92 @@
 //! `/api/v1/workspaces`: create, list, read, update settings, delete. A workspace is
 //! addressed by id or slug. Callers see only the workspaces they have a role in.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::Json;
+use axum::extract::State;
+use axum::response::NoContent;
 use edgemock_shared::model::validate_slug;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{AppState, Input, PageQuery, Paginated};
+use super::docs::{Created, doc};
+use super::{AppState, InWorkspace, Input, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, WorkspaceRow};
 use crate::error::{ApiError, Result};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/workspaces", get(list_workspaces).post(create_workspace)).route(
-        "/workspaces/{workspace}",
-        get(get_workspace).patch(update_workspace).delete(delete_workspace),
-    )
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/workspaces",
+            get_with(list_workspaces, doc("listWorkspaces", "List the workspaces you can see"))
+                .post_with(create_workspace, doc("createWorkspace", "Create a workspace")),
+        )
+        .api_route(
+            "/workspaces/{workspace}",
+            get_with(get_workspace, doc("getWorkspace", "Read a workspace"))
+                .patch_with(
+                    update_workspace,
+                    doc("updateWorkspace", "Change a workspace's settings"),
+                )
+                .delete_with(
+                    delete_workspace,
+                    doc("deleteWorkspace", "Delete a workspace with everything in it"),
+                ),
+        )
+        .with_path_items(|p| p.tag("workspaces"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkspace {
+    #[schemars(pattern(super::SLUG_PATTERN))]
     pub slug: String,
     /// Defaults to the slug.
+    #[schemars(length(min = 1, max = 200), pattern(super::NAME_PATTERN))]
     pub name: Option<String>,
 }
 
 /// A workspace's settings; absent fields keep their value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceChanges {
+    #[schemars(length(min = 1, max = 200), pattern(super::NAME_PATTERN))]
     pub name: Option<String>,
-    /// `free`, `pro` or `enterprise`.
-    pub plan: Option<String>,
+    /// Picks the edge's default rate limit.
+    pub plan: Option<Plan>,
     /// Requests a minute for the workspace's mocks; `null` takes the plan's default.
     #[serde(default, deserialize_with = "super::explicit_null")]
+    #[schemars(range(min = 0, max = 10_000_000))]
     pub rate_limit_rpm: Option<Option<i64>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Free,
+    Pro,
+    Enterprise,
+}
+
+impl Plan {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Pro => "pro",
+            Self::Enterprise => "enterprise",
+        }
+    }
 }
 
 /// Names are free text shown to people: bounded, and never blank.
 pub fn validate_name(field: &str, name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid(field, "must be 1 to 200 characters and not blank"));
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must be 1 to 200 printable characters and not blank",
+        ));
     }
     Ok(())
 }
@@ -76,7 +119,7 @@ async fn create_workspace(
     State(state): State<AppState>,
     caller: Caller,
     Input(new): Input<NewWorkspace>,
-) -> Result<(StatusCode, Json<WorkspaceRow>)> {
+) -> Result<Created<WorkspaceRow>> {
     if !caller.is_global() {
         return Err(ApiError::Forbidden(
             "creating workspaces needs a token for every workspace (\"workspaces\": [\"*\"])"
@@ -102,7 +145,7 @@ async fn create_workspace(
             },
         )?;
     tracing::info!(workspace = %workspace.slug, by = %caller.who(), "workspace created");
-    Ok((StatusCode::CREATED, Json(workspace)))
+    Ok(Created(workspace))
 }
 
 async fn list_workspaces(
@@ -137,7 +180,7 @@ async fn list_workspaces(
 async fn get_workspace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(InWorkspace { workspace: key }): Params<InWorkspace>,
 ) -> Result<Json<WorkspaceRow>> {
     find_workspace(&state, &caller, &key, Role::Viewer).await.map(Json)
 }
@@ -145,16 +188,13 @@ async fn get_workspace(
 async fn update_workspace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    Params(InWorkspace { workspace: key }): Params<InWorkspace>,
     Input(changes): Input<WorkspaceChanges>,
 ) -> Result<Json<WorkspaceRow>> {
     let workspace = find_workspace(&state, &caller, &key, Role::Admin).await?;
     let name = changes.name.unwrap_or(workspace.name);
     validate_name("name", &name)?;
-    let plan = changes.plan.unwrap_or(workspace.plan);
-    if !matches!(plan.as_str(), "free" | "pro" | "enterprise") {
-        return Err(ApiError::invalid("plan", "must be free, pro or enterprise"));
-    }
+    let plan = changes.plan.map_or(workspace.plan, |p| p.as_str().to_owned());
     let rate_limit_rpm = changes.rate_limit_rpm.unwrap_or(workspace.rate_limit_rpm);
     if rate_limit_rpm.is_some_and(|r| !(0..=10_000_000).contains(&r)) {
         return Err(ApiError::invalid("rate_limit_rpm", "must be between 0 and 10000000"));
@@ -172,11 +212,11 @@ async fn update_workspace(
 async fn delete_workspace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
-) -> Result<StatusCode> {
+    Params(InWorkspace { workspace: key }): Params<InWorkspace>,
+) -> Result<NoContent> {
     let workspace = find_workspace(&state, &caller, &key, Role::Owner).await?;
     db::delete_workspace(&state.db, &workspace.id).await?;
     state.publisher.wake();
     tracing::info!(workspace = %workspace.slug, by = %caller.who(), "workspace deleted");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 /// What kind of thing a [`Note`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NoteKind {
     /// An example breaks its own schema; generated data answers in its place.
@@ -21,7 +23,7 @@ pub enum NoteKind {
 }
 
 /// One thing the import did not take as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Note {
     pub kind: NoteKind,
     /// A JSON Pointer into the document; `""` for the whole document.
@@ -57,7 +59,7 @@ impl Note {
 }
 
 /// How an import went.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ImportReport {
     /// Operations found in the document.
     pub operations: usize,
