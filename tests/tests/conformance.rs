@@ -380,6 +380,33 @@ async fn websocket_scenario(edge: &Edge, cp: &ControlPlane) -> anyhow::Result<()
         assert_eq!(pong.as_deref(), Some(r#"{"id":"6","type":"pong"}"#), "{base}");
         socket.close(None).await?;
     }
+    // A burst of matching messages, more than the native runtime keeps replies in flight
+    // for (64): every one is answered at both, the native runtime just reads them later.
+    for base in [&edge.url, &cp.url] {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(ws_url(base, "/ws/conf/rooms/burst")).await?;
+        next_text(&mut socket, Duration::from_secs(5)).await?;
+        for id in 0..150 {
+            socket.feed(Message::text(format!(r#"{{"type": "ping", "id": {id}}}"#))).await?;
+        }
+        socket.flush().await?;
+        let (mut pongs, mut followers) = (Vec::new(), 0);
+        while pongs.len() < 150 || followers < 150 {
+            let Some(text) = next_text(&mut socket, Duration::from_secs(10)).await? else {
+                anyhow::bail!("{base}: {} pongs, {followers} followers", pongs.len());
+            };
+            if text == "and later" {
+                followers += 1;
+            } else if let Some(id) = parse(&text).get("id").and_then(Value::as_str) {
+                pongs.push(id.parse::<u32>()?);
+            }
+        }
+        pongs.sort_unstable();
+        assert_eq!(pongs, (0..150).collect::<Vec<_>>(), "{base}");
+        socket.close(None).await?;
+    }
     // Where the two differ on purpose: a longer one is ignored at the edge, whose runtime
     // buffers up to 32 MiB before it closes with 1009; the native runtime buffers no more
     // than it reads and closes with 1009 as soon as the frame header says too much.

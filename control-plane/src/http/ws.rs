@@ -6,7 +6,7 @@
 //!
 //! A connection is one task that owns the socket: it reads the client's messages and writes
 //! what the connection's other tasks (the greeting, one per interval, one per reply) queue
-//! for it. Those tasks live in a `JoinSet` owned by the connection's task, so they are all
+//! for it. Those tasks live in `JoinSet`s owned by the connection's task, so they are all
 //! aborted when the connection ends, however it ends.
 
 use std::sync::Arc;
@@ -36,6 +36,10 @@ const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Messages a connection's tasks may queue ahead of the socket. When a client stops reading,
 /// they wait for room instead of piling messages up in memory.
 const OUTBOX_MESSAGES: usize = 64;
+
+/// Replies a connection may have in flight (sleeping through `delay_ms` or waiting for the
+/// outbox) before it stops reading the client's messages until one is sent.
+const MAX_PENDING_REPLIES: usize = 64;
 
 /// How long a connection waits for the client to finish the closing handshake it started.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -228,21 +232,21 @@ async fn run(
         });
     }
 
+    // Replies still being sent. At the cap the client's next message waits (TCP holds the
+    // rest back) until one finishes, so a client cannot pile up delayed replies in memory.
+    let mut replying = JoinSet::new();
     let mut client_closed = false;
     loop {
         tokio::select! {
-            incoming = socket.recv() => match incoming {
+            incoming = socket.recv(), if replying.len() < MAX_PENDING_REPLIES => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let replies = engine.ws_reply(ws, &handshake, text.as_str(), now_ms(), seed());
                     if !replies.is_empty() {
                         let outbox = outbox.clone();
-                        tasks.spawn(async move {
+                        replying.spawn(async move {
                             send_all(&outbox, replies).await;
                         });
                     }
-                    // Reap finished tasks, so the set holds only live ones however long the
-                    // connection lasts.
-                    while tasks.try_join_next().is_some() {}
                 }
                 Some(Ok(Message::Close(_))) => {
                     client_closed = true;
@@ -263,8 +267,11 @@ async fn run(
                     break;
                 }
             }
+            // Reaps finished replies, so the set holds only live ones.
+            Some(_) = replying.join_next(), if !replying.is_empty() => {}
         }
     }
+    replying.abort_all();
     tasks.abort_all();
     if client_closed {
         // tungstenite queued its answer to the client's Close when it read it; the next read
