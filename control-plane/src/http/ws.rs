@@ -28,9 +28,9 @@ use tokio::task::JoinSet;
 use super::AppState;
 use super::mocks::{error, finish, now_ms, request_id, seed};
 
-/// Longest message a mock reads, as at the edge (whose runtime has the same limit); a longer
-/// one ends the connection with close code 1009 (message too big) before it is buffered
-/// whole.
+/// Longest message a mock reads: the edge's `MAX_MESSAGE_BYTES`. The edge ignores a longer
+/// one (workerd buffers up to 32 MiB); here it ends the connection with close code 1009
+/// (message too big) as soon as its frame header says so, so no connection buffers more.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Messages a connection's tasks may queue ahead of the socket. When a client stops reading,
