@@ -1,6 +1,6 @@
-//! The native runtime: the control plane serves `/mock/{apiSlug}/…` and
-//! `/mock-graphql/{apiSlug}` itself, with the engine the edge runs, for teams that run only
-//! in Kubernetes or in air-gapped CI.
+//! The native runtime: the control plane serves `/mock/{apiSlug}/…`,
+//! `/mock-graphql/{apiSlug}` and `/ws/{apiSlug}/…` itself, with the engine the edge runs, for
+//! teams that run only in Kubernetes or in air-gapped CI.
 //!
 //! Compiled APIs are kept in memory per slug. An entry is trusted until this process commits
 //! a change (every admin write wakes the publisher, which bumps [`Runtime`]'s generation) or

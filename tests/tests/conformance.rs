@@ -1,6 +1,8 @@
 //! One scenario list, two runtimes: every request is sent to the edge (the Worker in
 //! `wrangler dev`) and to the control plane's native runtime, for the same published
 //! snapshot, and the answers must agree: status, body, and the headers the engine decides.
+//! The same goes for WebSocket mocks: one session is played against both, and what each
+//! sends back (on connect, on intervals, in reply) must agree.
 
 #![allow(clippy::unwrap_used)]
 
@@ -49,6 +51,8 @@ struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Value,
+    /// `x-request-id` is there, and edgemock's own errors quote it as `request_id`.
+    request_id: bool,
 }
 
 async fn send(
@@ -68,6 +72,11 @@ async fn send(
     let started = Instant::now();
     let response = request.send().await?;
     let took = started.elapsed();
+    Ok((answer(response).await?, took))
+}
+
+/// What both runtimes must agree on in an answer.
+async fn answer(response: reqwest::Response) -> anyhow::Result<Answer> {
     let status = response.status().as_u16();
     let headers = COMPARED
         .iter()
@@ -78,14 +87,16 @@ async fn send(
                 .map(|v| ((*name).to_owned(), v.to_str().unwrap_or("").to_owned()))
         })
         .collect();
+    let header_id = response.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
     let bytes = response.bytes().await?;
     let mut body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     // Each answer has its own request id.
-    if let Some(error) = body.get_mut("error").and_then(Value::as_object_mut) {
-        error.remove("request_id");
-    }
-    Ok((Answer { status, headers, body }, took))
+    let quoted =
+        body.get_mut("error").and_then(Value::as_object_mut).map(|e| e.remove("request_id"));
+    let request_id = header_id.is_some()
+        && quoted.is_none_or(|id| id.as_ref().and_then(Value::as_str) == header_id.as_deref());
+    Ok(Answer { status, headers, body, request_id })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +104,10 @@ async fn the_edge_and_the_native_runtime_answer_alike() -> anyhow::Result<()> {
     let edge = Edge::start("conf-token", 1).await?;
     let dir = TempDir::new()?;
     let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), Some(&edge)).await?;
-    let result = scenario(&edge, &cp).await;
+    let mut result = scenario(&edge, &cp).await;
+    if result.is_ok() {
+        result = websocket_scenario(&edge, &cp).await;
+    }
     if result.is_err() {
         eprintln!("--- wrangler dev log ---\n{}", edge.log_tail());
     }
@@ -205,6 +219,7 @@ async fn scenario(edge: &Edge, cp: &ControlPlane) -> anyhow::Result<()> {
         let (at_edge, edge_took) = send(&client, &edge.url, c).await?;
         let (native, native_took) = send(&client, &cp.url, c).await?;
         assert_eq!(at_edge.status, c.status, "{}: {at_edge:?}", c.name);
+        assert!(at_edge.request_id, "{}: request ids at the edge: {at_edge:?}", c.name);
         assert_eq!(native, at_edge, "{}: native (left) and edge (right) differ", c.name);
         assert!(edge_took >= c.at_least && native_took >= c.at_least, "{}: delays", c.name);
         compared.push((c.name, at_edge));
@@ -234,5 +249,224 @@ async fn scenario(edge: &Edge, cp: &ControlPlane) -> anyhow::Result<()> {
         let body: Value = r.json().await?;
         assert_eq!(body["error"]["code"], "api_not_found", "{base}");
     }
+    Ok(())
+}
+
+/// A WebSocket client's view of a session: the first message, then everything else sent
+/// within the session's window, sorted (intervals and replies race by design).
+#[derive(Debug, PartialEq)]
+struct Session {
+    greeting: String,
+    later: Vec<String>,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn ws_url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.replacen("http://", "ws://", 1))
+}
+
+/// The next text message, skipping control frames; an error if the socket ends or nothing
+/// comes within `wait`.
+async fn next_text(socket: &mut Socket, wait: Duration) -> anyhow::Result<Option<String>> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return Ok(None),
+            Ok(Some(Ok(Message::Text(text)))) => return Ok(Some(text.to_string())),
+            Ok(Some(Ok(Message::Binary(_)))) => anyhow::bail!("a binary message"),
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => anyhow::bail!("the socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Connects to the WebSocket mock, waits for the greeting, sends a message that matches no
+/// reply, a binary one, then one that matches, and collects what comes for 1.5 s.
+async fn play(base: &str) -> anyhow::Result<Session> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let started = Instant::now();
+    let url = ws_url(base, "/ws/conf/rooms/lobby?user=ada");
+    let (mut socket, switching) = tokio_tungstenite::connect_async(&url).await?;
+    assert_eq!(switching.status(), 101, "{base}");
+    let greeting = next_text(&mut socket, Duration::from_secs(5))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{base}: no greeting"))?;
+    // The non-matching messages go first: a reply to them would come before the pong.
+    socket.send(Message::text(r#"{"type": "hello", "id": 4}"#)).await?;
+    socket.send(Message::text("not even JSON")).await?;
+    socket.send(Message::binary(br#"{"type": "ping", "id": 3}"#.to_vec())).await?;
+    socket.send(Message::text(r#"{"type": "ping", "id": 5}"#)).await?;
+    let mut later = Vec::new();
+    let window = Duration::from_millis(1500);
+    while let Some(text) = next_text(&mut socket, window.saturating_sub(started.elapsed())).await? {
+        later.push(text);
+    }
+    socket.close(None).await?;
+    later.sort();
+    Ok(Session { greeting, later })
+}
+
+async fn websocket_scenario(edge: &Edge, cp: &ControlPlane) -> anyhow::Result<()> {
+    let (status, body) = cp
+        .post(
+            "/api/v1/apis/conf/websockets",
+            &json!({
+                "path": "/rooms/:room",
+                "on_connect": [{"data": {"type": "welcome", "room": "{{ request.params.room }}", "user": "{{ request.query.user }}"}}],
+                "intervals": [{"every_ms": 300, "max_count": 2, "message": {"data": {"type": "tick", "room": "{{ request.params.room }}"}}}],
+                "replies": [{"when": {"body": "/type", "equals": "ping"},
+                             "send": [{"data": {"type": "pong", "id": "{{ message_json.id }}"}},
+                                      {"data": "and later", "delay_ms": 200}]}]
+            }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (_, api) = cp.get("/api/v1/apis/conf").await?;
+    let version = api["version"].to_string();
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "the WebSocket mock at the edge", || async {
+        let r = client.get(format!("{}/mock/conf/users/1", edge.url)).send().await.ok()?;
+        (r.headers().get("x-edgemock-snapshot-version")?.to_str().ok()? == version).then_some(())
+    })
+    .await?;
+
+    // One session at each, side by side (the windows are timed).
+    let (at_edge, native) = tokio::join!(play(&edge.url), play(&cp.url));
+    let (at_edge, native) = (at_edge?, native?);
+    assert_eq!(native, at_edge, "WebSocket session: native (left) and edge (right) differ");
+    // Not vacuous: the greeting, both ticks and no third, one pong and its delayed follower,
+    // and nothing for the text that matches no reply or the binary message.
+    let parse = |m: &String| serde_json::from_str::<Value>(m).unwrap_or(Value::String(m.clone()));
+    assert_eq!(
+        parse(&at_edge.greeting),
+        json!({"type": "welcome", "room": "lobby", "user": "ada"})
+    );
+    let mut expected: Vec<String> = [
+        json!({"type": "pong", "id": "5"}).to_string(),
+        "and later".to_owned(),
+        json!({"type": "tick", "room": "lobby"}).to_string(),
+        json!({"type": "tick", "room": "lobby"}).to_string(),
+    ]
+    .into();
+    expected.sort();
+    let later: Vec<Value> = at_edge.later.iter().map(parse).collect();
+    let expected: Vec<Value> = expected.iter().map(parse).collect();
+    assert_eq!(later, expected, "{at_edge:?}");
+
+    // The largest message a mock reads (1 MiB) is read at both.
+    let padded = |size: usize| {
+        let head = r#"{"type": "ping", "id": 6, "pad": ""#;
+        format!("{head}{}\"}}", "x".repeat(size - head.len() - 2))
+    };
+    for base in [&edge.url, &cp.url] {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(ws_url(base, "/ws/conf/rooms/big")).await?;
+        next_text(&mut socket, Duration::from_secs(5)).await?;
+        socket.send(Message::text(padded(1024 * 1024))).await?;
+        // Ticks may come first.
+        let pong = loop {
+            match next_text(&mut socket, Duration::from_secs(5)).await? {
+                Some(tick) if tick.contains("tick") => {}
+                other => break other,
+            }
+        };
+        assert_eq!(pong.as_deref(), Some(r#"{"id":"6","type":"pong"}"#), "{base}");
+        socket.close(None).await?;
+    }
+    // A burst of matching messages, more than the native runtime keeps replies in flight
+    // for (64): every one is answered at both, the native runtime just reads them later.
+    for base in [&edge.url, &cp.url] {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(ws_url(base, "/ws/conf/rooms/burst")).await?;
+        next_text(&mut socket, Duration::from_secs(5)).await?;
+        for id in 0..150 {
+            socket.feed(Message::text(format!(r#"{{"type": "ping", "id": {id}}}"#))).await?;
+        }
+        socket.flush().await?;
+        let (mut pongs, mut followers) = (Vec::new(), 0);
+        while pongs.len() < 150 || followers < 150 {
+            let Some(text) = next_text(&mut socket, Duration::from_secs(10)).await? else {
+                anyhow::bail!("{base}: {} pongs, {followers} followers", pongs.len());
+            };
+            if text == "and later" {
+                followers += 1;
+            } else if let Some(id) = parse(&text).get("id").and_then(Value::as_str) {
+                pongs.push(id.parse::<u32>()?);
+            }
+        }
+        pongs.sort_unstable();
+        assert_eq!(pongs, (0..150).collect::<Vec<_>>(), "{base}");
+        socket.close(None).await?;
+    }
+    // Where the two differ on purpose: a longer one is ignored at the edge, whose runtime
+    // buffers up to 32 MiB before it closes with 1009; the native runtime buffers no more
+    // than it reads and closes with 1009 as soon as the frame header says too much.
+    {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        let (socket, _) =
+            tokio_tungstenite::connect_async(ws_url(&cp.url, "/ws/conf/rooms/big")).await?;
+        let (mut sink, mut stream) = socket.split();
+        // The server stops reading mid-message, so this send may never finish: it runs on
+        // its own while the close frame is read.
+        let sending =
+            tokio::spawn(async move { sink.send(Message::text(padded(1024 * 1024 + 1))).await });
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.next()).await? {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                other => anyhow::bail!("no close frame for an oversized message: {other:?}"),
+            }
+        };
+        sending.abort();
+        assert_eq!(closed, Some(CloseCode::Size));
+    }
+
+    // What is not a connection: a plain request (426), no such mock, no such API; asked
+    // over HTTP and as a WebSocket handshake.
+    let cases = [
+        ("no upgrade", "/ws/conf/rooms/lobby", 426, "upgrade_required"),
+        ("no such mock", "/ws/conf/nowhere", 404, "websocket_not_found"),
+        ("no mock at the root", "/ws/conf", 404, "websocket_not_found"),
+        ("no such API", "/ws/no-such-api/rooms/lobby", 404, "api_not_found"),
+    ];
+    for (name, path, status, code) in cases {
+        let at_edge = answer(client.get(format!("{}{path}", edge.url)).send().await?).await?;
+        let native = answer(client.get(format!("{}{path}", cp.url)).send().await?).await?;
+        assert_eq!(native, at_edge, "{name}: native (left) and edge (right) differ");
+        assert_eq!((at_edge.status, &at_edge.body["error"]["code"]), (status, &json!(code)));
+        assert!(at_edge.request_id, "{name}: {at_edge:?}");
+        if status == 404 {
+            // As a handshake, too (the body may not come with the head, so the error code
+            // is read from its header).
+            let mut refused = Vec::new();
+            for base in [&edge.url, &cp.url] {
+                match tokio_tungstenite::connect_async(ws_url(base, path)).await {
+                    Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                        let code = response.headers().get("x-edgemock-error").cloned();
+                        refused.push((response.status().as_u16(), code));
+                    }
+                    other => anyhow::bail!("{name}: {base} did not refuse: {other:?}"),
+                }
+            }
+            assert_eq!(refused[0].0, status, "{name}: the handshake at the edge");
+            assert_eq!(refused[0].1.as_ref().map(|v| v.to_str().unwrap()), Some(code), "{name}");
+            assert_eq!(refused[1], refused[0], "{name}: the handshake, native and edge");
+        }
+    }
+    // RFC 9110 asks a 426 to name the protocol; the native runtime does. (The edge sets it
+    // too, but its answer reaches the client without it in wrangler dev.)
+    let r = client.get(format!("{}/ws/conf/rooms/lobby", cp.url)).send().await?;
+    assert_eq!(r.headers().get("upgrade").map(|v| v.to_str().unwrap()), Some("websocket"));
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The native runtime's routes: `ANY /mock/{apiSlug}/{path…}` and
-//! `POST|GET /mock-graphql/{apiSlug}`, public like the edge's (see [`crate::runtime`]).
+//! The native runtime's routes: `ANY /mock/{apiSlug}/{path…}`,
+//! `POST|GET /mock-graphql/{apiSlug}` and `/ws/{apiSlug}/{path…}` ([`super::ws`]), public
+//! like the edge's (see [`crate::runtime`]).
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/mock/{api}/", any(rest_root))
         .route("/mock/{api}/{*path}", any(rest))
         .route("/mock-graphql/{api}", any(graphql))
+        .merge(super::ws::router())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -65,12 +67,12 @@ async fn graphql(
 }
 
 /// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
-fn request_id(headers: &HeaderMap) -> String {
+pub(super) fn request_id(headers: &HeaderMap) -> String {
     let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
     edgemock_shared::request::sane_request_id(given).map_or_else(new_request_id, str::to_owned)
 }
 
-fn error(status: u16, code: &str, message: &str, extra: Value) -> MockResponse {
+pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> MockResponse {
     let mut error = json!({ "code": code, "message": message });
     if let (Some(e), Value::Object(x)) = (error.as_object_mut(), extra) {
         e.extend(x);
@@ -142,8 +144,7 @@ async fn decide(
             .collect(),
         body: if matches!(method, Method::GET | Method::HEAD) { Vec::new() } else { body.to_vec() },
     };
-    let now = time::OffsetDateTime::now_utc();
-    let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    let now_ms = now_ms();
     let seed = seed();
     let outcome = match protocol {
         Protocol::Rest => engine.handle(&request, now_ms, seed),
@@ -170,8 +171,14 @@ thread_local! {
     });
 }
 
+/// The time the engine is given, in milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// A fresh seed per request: every random choice the engine makes is drawn from it.
-fn seed() -> u64 {
+pub(super) fn seed() -> u64 {
     RNG.with(|rng| rand::Rng::next_u64(&mut *rng.borrow_mut()))
 }
 
@@ -185,7 +192,7 @@ fn new_request_id() -> String {
 }
 
 /// The response on the wire: `x-request-id` always, the request id in edgemock's own errors.
-fn finish(mut response: MockResponse, request_id: &str) -> Response {
+pub(super) fn finish(mut response: MockResponse, request_id: &str) -> Response {
     if response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER)) {
         response.body = edgemock_shared::response::with_request_id(response.body, request_id);
     }

@@ -13,6 +13,7 @@ mod members;
 mod mocks;
 mod webhooks;
 mod workspaces;
+mod ws;
 
 pub use apis::ApiSettings;
 
@@ -52,7 +53,7 @@ pub struct AppState {
     pub internal_token: Option<std::sync::Arc<str>>,
     /// Verifies admin JWTs (`JWT_SECRET`).
     pub tokens: std::sync::Arc<crate::auth::Tokens>,
-    /// The native runtime (`/mock/…`, `/mock-graphql/…`).
+    /// The native runtime (`/mock/…`, `/mock-graphql/…`, `/ws/…`).
     pub runtime: crate::runtime::Runtime,
 }
 
