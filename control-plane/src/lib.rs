@@ -74,13 +74,13 @@ impl Application {
             },
             config.proxy_default_timeout_ms,
         )?;
-        let router = http::router(http::AppState {
+        let router = http::router(http::AppState::new(http::Shared {
             db,
             publisher: publisher.clone(),
             internal_token: config.edge_publish_token.as_deref().map(Arc::from),
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
-        });
+        }));
         let listener = TcpListener::bind((config.host, config.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;

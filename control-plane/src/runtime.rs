@@ -265,11 +265,13 @@ pub async fn respond(
     runtime: &Runtime,
     request: &edgemock_shared::Request,
     outcome: Outcome,
-    cookie_path: &str,
+    api: &str,
 ) -> MockResponse {
     match (&outcome.kind, &outcome.proxy) {
         (edgemock_shared::OutcomeKind::Proxy, Some(directive)) => {
-            let mut upstream = runtime.forward(request, directive, cookie_path).await;
+            // Upstream cookies are scoped to the API's prefix.
+            let cookie_path = format!("/mock/{api}");
+            let mut upstream = runtime.forward(request, directive, &cookie_path).await;
             // The engine's CORS headers belong on whatever the client gets.
             for (name, value) in &outcome.response.headers {
                 let lower = name.to_ascii_lowercase();

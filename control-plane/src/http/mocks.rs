@@ -3,9 +3,9 @@
 //! like the edge's (see [`crate::runtime`]).
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
 use edgemock_shared::MockResponse;
@@ -30,40 +30,37 @@ enum Protocol {
     Graphql,
 }
 
+// The handlers take the request whole: axum's `HeaderMap` and `Uri` extractors clone.
+
 async fn rest_root(
     State(state): State<AppState>,
     Path(api): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    serve(&state, &api, "/".to_owned(), Protocol::Rest, method, uri, headers, body).await
+    serve(&state, &api, "/".to_owned(), Protocol::Rest, request).await
 }
 
 async fn rest(
     State(state): State<AppState>,
     Path((api, path)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     // The raw path below the API prefix, still percent-encoded (as the engine expects).
-    let prefix = format!("/mock/{api}");
-    let raw = uri.path().strip_prefix(&prefix).map_or_else(|| format!("/{path}"), str::to_owned);
-    serve(&state, &api, raw, Protocol::Rest, method, uri, headers, body).await
+    let raw = request
+        .uri()
+        .path()
+        .strip_prefix("/mock/")
+        .and_then(|p| p.strip_prefix(api.as_str()))
+        .map_or_else(|| format!("/{path}"), str::to_owned);
+    serve(&state, &api, raw, Protocol::Rest, request).await
 }
 
 async fn graphql(
     State(state): State<AppState>,
     Path(api): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    serve(&state, &api, "/".to_owned(), Protocol::Graphql, method, uri, headers, body).await
+    serve(&state, &api, "/".to_owned(), Protocol::Graphql, request).await
 }
 
 /// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
@@ -88,32 +85,24 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     state: &AppState,
     api: &str,
     path: String,
     protocol: Protocol,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    let request_id = request_id(&headers);
-    let response = decide(state, api, path, protocol, method, uri, headers, body).await;
+    let request_id = request_id(request.headers());
+    let response = decide(state, api, path, protocol, request).await;
     finish(response, &request_id)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn decide(
     state: &AppState,
     api: &str,
     path: String,
     protocol: Protocol,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> MockResponse {
     let not_found = || {
         error(
@@ -134,15 +123,32 @@ async fn decide(
             return error(503, "store_unavailable", "the API cannot be loaded", json!({}));
         }
     };
+    let (parts, body) = request.into_parts();
+    let body = if matches!(parts.method, Method::GET | Method::HEAD) {
+        Vec::new()
+    } else {
+        match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes.into(),
+            Err(_) => {
+                return error(
+                    413,
+                    "body_too_large",
+                    &format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
+                    json!({}),
+                );
+            }
+        }
+    };
     let request = edgemock_shared::Request {
-        method: method.as_str().to_ascii_uppercase(),
+        method: parts.method.as_str().to_ascii_uppercase(),
         path,
-        query: uri.query().unwrap_or_default().to_owned(),
-        headers: headers
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts
+            .headers
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
             .collect(),
-        body: if matches!(method, Method::GET | Method::HEAD) { Vec::new() } else { body.to_vec() },
+        body,
     };
     let now_ms = now_ms();
     let seed = seed();
@@ -154,7 +160,7 @@ async fn decide(
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
     }
-    crate::runtime::respond(&state.runtime, &request, outcome, &format!("/mock/{api}")).await
+    crate::runtime::respond(&state.runtime, &request, outcome, api).await
 }
 
 thread_local! {
