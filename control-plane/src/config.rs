@@ -31,6 +31,9 @@ pub struct Config {
     /// `MOCK_API_CACHE_TTL_SECONDS` (`60`): how long the native runtime trusts a compiled API
     /// without checking for changes made through other replicas.
     pub mock_api_cache_ttl_seconds: u64,
+    /// `DEDUP_TTL_SECONDS` (`60`, as at the edge): how long the native runtime replays the
+    /// first answer of a deduplicating endpoint to identical requests; `0` turns it off.
+    pub dedup_ttl_seconds: u64,
     /// `PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS` (`false`): the native runtime's
     /// proxy policy, as at the edge.
     pub proxy_allow_http: bool,
@@ -60,6 +63,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("jwt_secret", &"<redacted>")
             .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
+            .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
             .field("proxy_allow_http", &self.proxy_allow_http)
             .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
             .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
@@ -97,6 +101,7 @@ impl Default for Config {
             log_format: LogFormat::Json,
             jwt_secret: String::new(),
             mock_api_cache_ttl_seconds: 60,
+            dedup_ttl_seconds: 60,
             proxy_allow_http: false,
             proxy_allow_private_networks: false,
             proxy_default_timeout_ms: 5_000,
@@ -167,6 +172,11 @@ impl Config {
                 "MOCK_API_CACHE_TTL_SECONDS",
                 lookup("MOCK_API_CACHE_TTL_SECONDS"),
                 defaults.mock_api_cache_ttl_seconds,
+            )?,
+            dedup_ttl_seconds: parse(
+                "DEDUP_TTL_SECONDS",
+                lookup("DEDUP_TTL_SECONDS"),
+                defaults.dedup_ttl_seconds,
             )?,
             proxy_allow_http: parse("PROXY_ALLOW_HTTP", lookup("PROXY_ALLOW_HTTP"), false)?,
             proxy_allow_private_networks: parse(

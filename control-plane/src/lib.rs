@@ -68,6 +68,7 @@ impl Application {
             db.clone(),
             publisher.changes(),
             std::time::Duration::from_secs(config.mock_api_cache_ttl_seconds),
+            std::time::Duration::from_secs(config.dedup_ttl_seconds),
             edgemock_shared::proxy::ProxyPolicy {
                 allow_http: config.proxy_allow_http,
                 allow_private: config.proxy_allow_private_networks,

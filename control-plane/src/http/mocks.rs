@@ -156,11 +156,23 @@ async fn decide(
         Protocol::Rest => engine.handle(&request, now_ms, seed),
         Protocol::Graphql => engine.handle_graphql(&request, now_ms, seed),
     };
+    // An identical request within the window gets the first answer again (before the
+    // delay, as at the edge).
+    let dedup_key = outcome.dedup_key.clone();
+    if let Some(key) = &dedup_key
+        && let Some(replay) = state.runtime.replay(api, key)
+    {
+        return replay;
+    }
     let delay = outcome.delay_ms;
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
     }
-    crate::runtime::respond(&state.runtime, &request, outcome, api).await
+    let response = crate::runtime::respond(&state.runtime, &request, outcome, api).await;
+    if let Some(key) = &dedup_key {
+        state.runtime.remember_answer(api, key, &response);
+    }
+    response
 }
 
 thread_local! {
