@@ -81,6 +81,7 @@ impl Application {
             internal_token: config.edge_publish_token.as_deref().map(Arc::from),
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
+            writes: config.database_url.starts_with("sqlite:").then(|| tokio::sync::Mutex::new(())),
         }));
         let listener = TcpListener::bind((config.host, config.port))
             .await

@@ -73,6 +73,22 @@ pub struct Shared {
     pub tokens: std::sync::Arc<crate::auth::Tokens>,
     /// The native runtime (`/mock/…`, `/mock-graphql/…`, `/ws/…`).
     pub runtime: crate::runtime::Runtime,
+    /// On SQLite: the queue of writers (see [`Shared::write_turn`]); `None` on PostgreSQL.
+    pub writes: Option<tokio::sync::Mutex<()>>,
+}
+
+impl Shared {
+    /// Waits for this request's turn to write, on SQLite. SQLite has one writer; without a
+    /// queue, concurrent writers wait in its busy handler, which sleeps with growing back-off
+    /// and so oversleeps (a p99 of 1.5 s for 8 clients replacing endpoints, each write
+    /// compiling the API under the lock). The tokio mutex hands the turn over in arrival
+    /// order the moment the previous writer commits. Hold the guard until the commit.
+    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writes {
+            Some(queue) => Some(queue.lock().await),
+            None => None,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
