@@ -34,6 +34,8 @@ pub struct Config {
     /// `DEDUP_TTL_SECONDS` (`60`, as at the edge): how long the native runtime replays the
     /// first answer of a deduplicating endpoint to identical requests; `0` turns it off.
     pub dedup_ttl_seconds: u64,
+    /// `METRICS_ENABLED` (`true`): Prometheus metrics at `/metrics`.
+    pub metrics_enabled: bool,
     /// `PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS` (`false`): the native runtime's
     /// proxy policy, as at the edge.
     pub proxy_allow_http: bool,
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &"<redacted>")
             .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
             .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
+            .field("metrics_enabled", &self.metrics_enabled)
             .field("proxy_allow_http", &self.proxy_allow_http)
             .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
             .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
@@ -102,6 +105,7 @@ impl Default for Config {
             jwt_secret: String::new(),
             mock_api_cache_ttl_seconds: 60,
             dedup_ttl_seconds: 60,
+            metrics_enabled: true,
             proxy_allow_http: false,
             proxy_allow_private_networks: false,
             proxy_default_timeout_ms: 5_000,
@@ -177,6 +181,11 @@ impl Config {
                 "DEDUP_TTL_SECONDS",
                 lookup("DEDUP_TTL_SECONDS"),
                 defaults.dedup_ttl_seconds,
+            )?,
+            metrics_enabled: parse(
+                "METRICS_ENABLED",
+                lookup("METRICS_ENABLED"),
+                defaults.metrics_enabled,
             )?,
             proxy_allow_http: parse("PROXY_ALLOW_HTTP", lookup("PROXY_ALLOW_HTTP"), false)?,
             proxy_allow_private_networks: parse(

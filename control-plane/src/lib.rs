@@ -7,6 +7,7 @@
 //! - [`config`] — settings from the environment, validated at start-up.
 //! - [`db`] — the pool, migrations and every query.
 //! - [`http`] — the axum router, one module per resource.
+//! - [`metrics`] — Prometheus metrics at `/metrics`.
 //! - [`openapi`] — OpenAPI 3.0/3.1 import (with generated examples) and export; pure.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod runtime;
@@ -64,6 +66,11 @@ impl Application {
                 _ => None,
             };
         let publisher = Publisher::new(db.clone(), sink);
+        let metrics = if config.metrics_enabled {
+            Some(Arc::new(metrics::Metrics::new(config.database_max_connections)?))
+        } else {
+            None
+        };
         let runtime = runtime::Runtime::new(
             db.clone(),
             publisher.changes(),
@@ -74,13 +81,15 @@ impl Application {
                 allow_private: config.proxy_allow_private_networks,
             },
             config.proxy_default_timeout_ms,
-        )?;
+        )?
+        .with_metrics(metrics.clone());
         let router = http::router(http::AppState::new(http::Shared {
             db,
             publisher: publisher.clone(),
             internal_token: config.edge_publish_token.as_deref().map(Arc::from),
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
+            metrics,
             writes: config.database_url.starts_with("sqlite:").then(|| tokio::sync::Mutex::new(())),
         }));
         let listener = TcpListener::bind((config.host, config.port))

@@ -59,6 +59,7 @@ pub struct Runtime {
     ttl: Duration,
     dedup_ttl: Duration,
     replays: Arc<std::sync::Mutex<Replays>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     pub proxy_policy: ProxyPolicy,
     pub proxy_default_timeout_ms: u32,
     http: reqwest::Client,
@@ -100,10 +101,18 @@ impl Runtime {
             ttl,
             dedup_ttl,
             replays: Arc::default(),
+            metrics: None,
             proxy_policy,
             proxy_default_timeout_ms,
             http,
         })
+    }
+
+    /// Counts the compiled-API cache's hits and misses (`cache="engine"`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The first answer to a request identical to this one (the engine's `key`) within
@@ -155,7 +164,13 @@ impl Runtime {
             && hit.generation == generation
             && hit.loaded_at.elapsed() < self.ttl
         {
+            if let Some(metrics) = &self.metrics {
+                metrics.cache("engine", true);
+            }
             return Ok(hit.engine.clone());
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.cache("engine", false);
         }
         let api = db::select_api(&self.db, slug).await?;
         let Some(api) = api.filter(|a| a.slug == slug) else {

@@ -10,7 +10,23 @@ use serde_json::{Value, json};
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready))
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus' text format; a 404 with `METRICS_ENABLED=false`.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.metrics {
+        Some(metrics) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            metrics.render(&state.db),
+        )
+            .into_response(),
+        None => crate::error::ApiError::NotFound("route".to_owned()).into_response(),
+    }
 }
 
 async fn live() -> Json<Value> {

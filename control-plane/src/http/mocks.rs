@@ -93,8 +93,28 @@ async fn serve(
     request: Request,
 ) -> Response {
     let request_id = request_id(request.headers());
-    let response = decide(state, api, path, protocol, request).await;
+    let started = std::time::Instant::now();
+    let method = crate::metrics::method_label(request.method().as_str());
+    let (response, counted) = decide(state, api, path, protocol, request).await;
+    if let Some(metrics) = &state.metrics {
+        let labels = crate::metrics::MockLabels {
+            runtime: "native",
+            api: if counted.api_exists { api } else { "-" },
+            method,
+            endpoint: counted.endpoint.as_deref().unwrap_or("-"),
+            status: response.status,
+        };
+        metrics.observe_mock(labels, started.elapsed());
+    }
     finish(response, &request_id)
+}
+
+/// What a mock answer is counted under, beyond the request itself.
+#[derive(Default)]
+struct Counted {
+    api_exists: bool,
+    /// `METHOD pattern` of the matched endpoint (or GraphQL operation).
+    endpoint: Option<String>,
 }
 
 async fn decide(
@@ -103,6 +123,19 @@ async fn decide(
     path: String,
     protocol: Protocol,
     request: Request,
+) -> (MockResponse, Counted) {
+    let mut counted = Counted::default();
+    let response = answer(state, api, path, protocol, request, &mut counted).await;
+    (response, counted)
+}
+
+async fn answer(
+    state: &AppState,
+    api: &str,
+    path: String,
+    protocol: Protocol,
+    request: Request,
+    counted: &mut Counted,
 ) -> MockResponse {
     let not_found = || {
         error(
@@ -150,12 +183,14 @@ async fn decide(
             .collect(),
         body,
     };
+    counted.api_exists = true;
     let now_ms = now_ms();
     let seed = seed();
     let outcome = match protocol {
         Protocol::Rest => engine.handle(&request, now_ms, seed),
         Protocol::Graphql => engine.handle_graphql(&request, now_ms, seed),
     };
+    counted.endpoint = outcome.matched.as_ref().map(|m| format!("{} {}", m.method, m.pattern));
     // An identical request within the window gets the first answer again (before the
     // delay, as at the edge).
     let dedup_key = outcome.dedup_key.clone();

@@ -73,6 +73,8 @@ pub struct Shared {
     pub tokens: std::sync::Arc<crate::auth::Tokens>,
     /// The native runtime (`/mock/…`, `/mock-graphql/…`, `/ws/…`).
     pub runtime: crate::runtime::Runtime,
+    /// Prometheus metrics; `None` with `METRICS_ENABLED=false`.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// On SQLite: the queue of writers (see [`Shared::write_turn`]); `None` on PostgreSQL.
     pub writes: Option<tokio::sync::Mutex<()>>,
 }
@@ -112,9 +114,51 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside the router: the matched route is known here.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
         .merge(docs::page())
         .layer(TraceLayer::new_for_http())
+}
+
+/// Counts and times every request by method, matched route, status and workspace.
+async fn track(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(metrics) = state.metrics.clone() else {
+        return next.run(request).await;
+    };
+    let method = crate::metrics::method_label(request.method().as_str());
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    // The workspace of workspace-scoped admin routes, as the caller named it.
+    let (mut parts, body) = request.into_parts();
+    let workspace = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .and_then(|params| {
+            params.iter().find(|(name, _)| *name == "workspace").map(|(_, v)| v.to_owned())
+        });
+    let request = Request::from_parts(parts, body);
+    let started = std::time::Instant::now();
+    let in_progress = metrics.start(method, &route);
+    let response = next.run(request).await;
+    drop(in_progress);
+    let status = response.status().as_u16();
+    // Only on success: a failed guess must not become a label.
+    let workspace = workspace.filter(|_| status < 400);
+    metrics.observe_http(
+        method,
+        &route,
+        status,
+        workspace.as_deref().unwrap_or(""),
+        started.elapsed(),
+    );
+    response
 }
 
 async fn not_found() -> ApiError {
