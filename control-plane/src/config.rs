@@ -36,6 +36,9 @@ pub struct Config {
     pub dedup_ttl_seconds: u64,
     /// `METRICS_ENABLED` (`true`): Prometheus metrics at `/metrics`.
     pub metrics_enabled: bool,
+    /// `HEALTH_CHECK_TIMEOUT` (`5000`, milliseconds): how long a health check waits for a
+    /// dependency before calling it down.
+    pub health_check_timeout_ms: u64,
     /// `PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS` (`false`): the native runtime's
     /// proxy policy, as at the edge.
     pub proxy_allow_http: bool,
@@ -67,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
             .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
             .field("metrics_enabled", &self.metrics_enabled)
+            .field("health_check_timeout_ms", &self.health_check_timeout_ms)
             .field("proxy_allow_http", &self.proxy_allow_http)
             .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
             .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
@@ -106,6 +110,7 @@ impl Default for Config {
             mock_api_cache_ttl_seconds: 60,
             dedup_ttl_seconds: 60,
             metrics_enabled: true,
+            health_check_timeout_ms: 5000,
             proxy_allow_http: false,
             proxy_allow_private_networks: false,
             proxy_default_timeout_ms: 5_000,
@@ -186,6 +191,11 @@ impl Config {
                 "METRICS_ENABLED",
                 lookup("METRICS_ENABLED"),
                 defaults.metrics_enabled,
+            )?,
+            health_check_timeout_ms: parse(
+                "HEALTH_CHECK_TIMEOUT",
+                lookup("HEALTH_CHECK_TIMEOUT"),
+                defaults.health_check_timeout_ms,
             )?,
             proxy_allow_http: parse("PROXY_ALLOW_HTTP", lookup("PROXY_ALLOW_HTTP"), false)?,
             proxy_allow_private_networks: parse(

@@ -90,6 +90,9 @@ impl Application {
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
             metrics,
+            started: std::time::Instant::now(),
+            health_timeout: std::time::Duration::from_millis(config.health_check_timeout_ms),
+            data_dir: sqlite_dir(&config.database_url),
             writes: config.database_url.starts_with("sqlite:").then(|| tokio::sync::Mutex::new(())),
         }));
         let listener = TcpListener::bind((config.host, config.port))
@@ -145,4 +148,16 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The directory of a SQLite database file (`sqlite://data/edgemock.db?mode=rwc` →
+/// `data`); `None` for PostgreSQL and in-memory databases.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    let dir = std::path::Path::new(path).parent().map(std::path::Path::to_path_buf)?;
+    Some(if dir.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { dir })
 }

@@ -73,6 +73,13 @@ pub struct Shared {
     pub tokens: std::sync::Arc<crate::auth::Tokens>,
     /// The native runtime (`/mock/…`, `/mock-graphql/…`, `/ws/…`).
     pub runtime: crate::runtime::Runtime,
+    /// When the process started (`/health` reports the uptime).
+    pub started: std::time::Instant,
+    /// `HEALTH_CHECK_TIMEOUT`.
+    pub health_timeout: std::time::Duration,
+    /// Where the SQLite database file lives (`/health` reports its free space); `None` on
+    /// PostgreSQL.
+    pub data_dir: Option<std::path::PathBuf>,
     /// Prometheus metrics; `None` with `METRICS_ENABLED=false`.
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// On SQLite: the queue of writers (see [`Shared::write_turn`]); `None` on PostgreSQL.
