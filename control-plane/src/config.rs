@@ -36,6 +36,11 @@ pub struct Config {
     pub dedup_ttl_seconds: u64,
     /// `METRICS_ENABLED` (`true`): Prometheus metrics at `/metrics`.
     pub metrics_enabled: bool,
+    /// `CORS_ALLOWED_ORIGINS` (empty): origins (`https://admin.example.com`, comma-separated,
+    /// or `*`) whose browser pages may call the admin API.
+    pub cors_allowed_origins: Vec<String>,
+    /// `REQUEST_TIMEOUT_MS` (`30000`): the deadline of an admin request.
+    pub request_timeout_ms: u64,
     /// `HEALTH_CHECK_TIMEOUT` (`5000`, milliseconds): how long a health check waits for a
     /// dependency before calling it down.
     pub health_check_timeout_ms: u64,
@@ -71,6 +76,8 @@ impl std::fmt::Debug for Config {
             .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
             .field("metrics_enabled", &self.metrics_enabled)
             .field("health_check_timeout_ms", &self.health_check_timeout_ms)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .field("proxy_allow_http", &self.proxy_allow_http)
             .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
             .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
@@ -111,6 +118,8 @@ impl Default for Config {
             dedup_ttl_seconds: 60,
             metrics_enabled: true,
             health_check_timeout_ms: 5000,
+            cors_allowed_origins: Vec::new(),
+            request_timeout_ms: 30_000,
             proxy_allow_http: false,
             proxy_allow_private_networks: false,
             proxy_default_timeout_ms: 5_000,
@@ -197,6 +206,12 @@ impl Config {
                 lookup("HEALTH_CHECK_TIMEOUT"),
                 defaults.health_check_timeout_ms,
             )?,
+            cors_allowed_origins: origins(lookup("CORS_ALLOWED_ORIGINS"))?,
+            request_timeout_ms: parse(
+                "REQUEST_TIMEOUT_MS",
+                lookup("REQUEST_TIMEOUT_MS"),
+                defaults.request_timeout_ms,
+            )?,
             proxy_allow_http: parse("PROXY_ALLOW_HTTP", lookup("PROXY_ALLOW_HTTP"), false)?,
             proxy_allow_private_networks: parse(
                 "PROXY_ALLOW_PRIVATE_NETWORKS",
@@ -234,6 +249,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: `*`, or origins as a browser sends them (`https://a.example`,
+/// `http://localhost:5173`), comma-separated.
+fn origins(value: Option<String>) -> anyhow::Result<Vec<String>> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let ok = origin == "*"
+                || reqwest::Url::parse(origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                        && u.query().is_none()
+                });
+            anyhow::ensure!(
+                ok,
+                "CORS_ALLOWED_ORIGINS: '{origin}' is not an origin (scheme://host[:port]) or *"
+            );
+            Ok(origin.to_owned())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -90,6 +90,8 @@ impl Application {
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
             metrics,
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+            request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
             started: std::time::Instant::now(),
             health_timeout: std::time::Duration::from_millis(config.health_check_timeout_ms),
             data_dir: sqlite_dir(&config.database_url),

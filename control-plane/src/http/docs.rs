@@ -356,7 +356,7 @@ impl OperationOutput for ApiError {
         ctx: &mut GenContext,
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, DocResponse)> {
-        error_responses(ctx, operation, &[400, 404, 409, 422])
+        error_responses(ctx, operation, &[400, 404, 409, 422, 503])
     }
 }
 
@@ -391,4 +391,5 @@ const ERROR_DESCRIPTIONS: &[(u16, &str)] = &[
     (413, "The body is too large."),
     (422, "A field is invalid; `field` names it."),
     (502, "The edge refused or failed."),
+    (503, "The request did not finish within REQUEST_TIMEOUT_MS (nothing was stored)."),
 ];

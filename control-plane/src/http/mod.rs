@@ -5,6 +5,7 @@ mod api_keys;
 mod apis;
 pub mod docs;
 mod endpoints;
+mod hardening;
 mod health;
 mod imports;
 mod internal;
@@ -73,6 +74,9 @@ pub struct Shared {
     pub tokens: std::sync::Arc<crate::auth::Tokens>,
     /// The native runtime (`/mock/…`, `/mock-graphql/…`, `/ws/…`).
     pub runtime: crate::runtime::Runtime,
+    /// `CORS_ALLOWED_ORIGINS` and `REQUEST_TIMEOUT_MS` (see `hardening`).
+    pub cors_allowed_origins: Vec<String>,
+    pub request_timeout: std::time::Duration,
     /// When the process started (`/health` reports the uptime).
     pub started: std::time::Instant,
     /// `HEALTH_CHECK_TIMEOUT`.
@@ -114,17 +118,31 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router());
     let admin = docs::finish(ApiRouter::new().nest("/api/v1", api))
         .method_not_allowed_fallback(method_not_allowed);
+    let timeout = state.request_timeout;
+    let cors = hardening::cors(&state.cors_allowed_origins);
+    let admin = hardening::protect(admin, hardening::API_CSP, timeout, cors);
+    let own = hardening::protect(
+        internal::router().merge(health::router()),
+        hardening::API_CSP,
+        timeout,
+        None,
+    );
     Router::new()
         .merge(admin)
-        .merge(internal::router())
+        .merge(own)
+        // Mock answers are exactly what the mock defines: no layer of ours on them.
         .merge(mocks::router())
-        .merge(health::router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Inside the router: the matched route is known here.
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
-        .merge(docs::page())
+        .merge(hardening::protect(
+            docs::page(),
+            hardening::DOCS_CSP,
+            std::time::Duration::from_secs(30),
+            None,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
