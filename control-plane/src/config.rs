@@ -34,6 +34,12 @@ pub struct Config {
     /// `DEDUP_TTL_SECONDS` (`60`, as at the edge): how long the native runtime replays the
     /// first answer of a deduplicating endpoint to identical requests; `0` turns it off.
     pub dedup_ttl_seconds: u64,
+    /// `ANALYTICS_ENABLED` (`true`): record the native runtime's requests and store the edge's
+    /// events.
+    pub analytics_enabled: bool,
+    /// `ANALYTICS_RETENTION_DAYS` (`90`): events older than this are deleted daily at 02:00
+    /// UTC.
+    pub analytics_retention_days: u32,
     /// `METRICS_ENABLED` (`true`): Prometheus metrics at `/metrics`.
     pub metrics_enabled: bool,
     /// `CORS_ALLOWED_ORIGINS` (empty): origins (`https://admin.example.com`, comma-separated,
@@ -75,6 +81,8 @@ impl std::fmt::Debug for Config {
             .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
             .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
             .field("metrics_enabled", &self.metrics_enabled)
+            .field("analytics_enabled", &self.analytics_enabled)
+            .field("analytics_retention_days", &self.analytics_retention_days)
             .field("health_check_timeout_ms", &self.health_check_timeout_ms)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("request_timeout_ms", &self.request_timeout_ms)
@@ -117,6 +125,8 @@ impl Default for Config {
             mock_api_cache_ttl_seconds: 60,
             dedup_ttl_seconds: 60,
             metrics_enabled: true,
+            analytics_enabled: true,
+            analytics_retention_days: 90,
             health_check_timeout_ms: 5000,
             cors_allowed_origins: Vec::new(),
             request_timeout_ms: 30_000,
@@ -195,6 +205,16 @@ impl Config {
                 "DEDUP_TTL_SECONDS",
                 lookup("DEDUP_TTL_SECONDS"),
                 defaults.dedup_ttl_seconds,
+            )?,
+            analytics_enabled: parse(
+                "ANALYTICS_ENABLED",
+                lookup("ANALYTICS_ENABLED"),
+                defaults.analytics_enabled,
+            )?,
+            analytics_retention_days: parse(
+                "ANALYTICS_RETENTION_DAYS",
+                lookup("ANALYTICS_RETENTION_DAYS"),
+                defaults.analytics_retention_days,
             )?,
             metrics_enabled: parse(
                 "METRICS_ENABLED",

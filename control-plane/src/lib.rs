@@ -2,6 +2,7 @@
 //! that carries every change to the edge.
 //!
 //! Module map:
+//! - [`analytics`] — the native runtime's events, analytics queries, retention.
 //! - [`auth`] — JWTs, API keys and roles: who may touch which workspace.
 //! - [`cli`] — `edgemock apply | import | export`: mocks as code against a running server.
 //! - [`config`] — settings from the environment, validated at start-up.
@@ -17,6 +18,7 @@
 //! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
 //! `main` and the tests start the server the same way.
 
+pub mod analytics;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -46,6 +48,10 @@ pub struct Application {
     router: axum::Router,
     publisher: Publisher,
     addr: SocketAddr,
+    /// Writes the native runtime's analytics events; `None` with analytics off.
+    analytics: Option<analytics::Writer>,
+    db: db::Db,
+    retention_days: Option<u32>,
 }
 
 impl Application {
@@ -66,6 +72,12 @@ impl Application {
                 _ => None,
             };
         let publisher = Publisher::new(db.clone(), sink);
+        let (recorder, writer) = if config.analytics_enabled {
+            let (recorder, writer) = analytics::Recorder::new(db.clone());
+            (Some(recorder), Some(writer))
+        } else {
+            (None, None)
+        };
         let metrics = if config.metrics_enabled {
             Some(Arc::new(metrics::Metrics::new(config.database_max_connections)?))
         } else {
@@ -84,12 +96,14 @@ impl Application {
         )?
         .with_metrics(metrics.clone());
         let router = http::router(http::AppState::new(http::Shared {
-            db,
+            db: db.clone(),
             publisher: publisher.clone(),
             internal_token: config.edge_publish_token.as_deref().map(Arc::from),
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
             metrics,
+            recorder,
+            analytics_retention_days: config.analytics_retention_days,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
             started: std::time::Instant::now(),
@@ -101,7 +115,8 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, router, publisher, addr })
+        let retention_days = config.analytics_enabled.then_some(config.analytics_retention_days);
+        Ok(Self { listener, router, publisher, addr, analytics: writer, db, retention_days })
     }
 
     pub fn port(&self) -> u16 {
@@ -121,11 +136,25 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "control plane listening");
         let publisher = tokio::spawn(self.publisher.run());
+        let writer = self.analytics.map(|w| tokio::spawn(w.run()));
+        let cleanup = self
+            .retention_days
+            .map(|days| tokio::spawn(analytics::cleanup_daily(self.db.clone(), days)));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("the server failed");
         publisher.abort();
+        if let Some(cleanup) = cleanup {
+            cleanup.abort();
+        }
+        // The router, and with it every recorder, is gone: the writer flushes what is queued
+        // and stops.
+        if let Some(writer) = writer
+            && tokio::time::timeout(std::time::Duration::from_secs(10), writer).await.is_err()
+        {
+            tracing::warn!("analytics: events still queued at shutdown were not written");
+        }
         served
     }
 }

@@ -129,6 +129,7 @@ const TAGS: &[(&str, &str)] = &[
     ("graphql", "An API's GraphQL operations."),
     ("websockets", "An API's WebSocket mocks."),
     ("webhooks", "Subscriptions to a workspace's events."),
+    ("analytics", "Traffic of an API at the edge and in the native runtime; retention."),
 ];
 
 /// An operation's id (what generated clients call the method) and summary, for the

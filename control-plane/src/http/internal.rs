@@ -70,6 +70,15 @@ async fn post_analytics(
     let received_at_ms =
         i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);
+    if state.recorder.is_none() {
+        // ANALYTICS_ENABLED=false: accepted (so the edge does not retry) and not stored.
+        return Ok(Json(json!({
+            "received": batch.events.len(),
+            "stored": 0,
+            "duplicates": 0,
+            "disabled": true,
+        })));
+    }
     let inserted =
         crate::db::insert_analytics_events(&state.db, &batch.events, received_at_ms).await?;
     // The edge's answers in the mock metrics, each once: a redelivered event is not new.

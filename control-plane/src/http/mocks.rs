@@ -95,7 +95,11 @@ async fn serve(
     let request_id = request_id(request.headers());
     let started = std::time::Instant::now();
     let method = crate::metrics::method_label(request.method().as_str());
+    let raw_method = request.method().as_str().to_owned();
     let (response, counted) = decide(state, api, path, protocol, request).await;
+    if let (Some(recorder), Some(facts)) = (&state.recorder, &counted.facts) {
+        recorder.record(event(api, &raw_method, protocol, &request_id, &response, facts, started));
+    }
     if let Some(metrics) = &state.metrics {
         let labels = crate::metrics::MockLabels {
             runtime: "native",
@@ -115,6 +119,65 @@ struct Counted {
     api_exists: bool,
     /// `METHOD pattern` of the matched endpoint (or GraphQL operation).
     endpoint: Option<String>,
+    /// For the analytics event; `None` when no API answered (as at the edge, which records
+    /// events only for APIs it has).
+    facts: Option<Facts>,
+}
+
+struct Facts {
+    workspace_id: String,
+    api_id: String,
+    path: String,
+    request_bytes: u64,
+    endpoint: Option<(String, String)>,
+    proxied: bool,
+    deduplicated: bool,
+    validation_failed: bool,
+    near_miss: Option<String>,
+}
+
+/// The native answer as an analytics event: the edge's wire type, `source: "native"`.
+fn event(
+    api: &str,
+    method: &str,
+    protocol: Protocol,
+    request_id: &str,
+    response: &MockResponse,
+    facts: &Facts,
+    started: std::time::Instant,
+) -> edgemock_shared::analytics::AnalyticsEvent {
+    use edgemock_shared::analytics::{self, AnalyticsEvent, CacheOutcome};
+    let clip = |text: &str, max: usize| text.chars().take(max).collect::<String>();
+    AnalyticsEvent {
+        id: new_request_id(),
+        request_id: clip(request_id, analytics::MAX_TEXT_CHARS),
+        timestamp_ms: now_ms(),
+        source: "native".to_owned(),
+        workspace_id: facts.workspace_id.clone(),
+        api_id: facts.api_id.clone(),
+        api_slug: api.to_owned(),
+        protocol: match protocol {
+            Protocol::Rest => analytics::Protocol::Rest,
+            Protocol::Graphql => analytics::Protocol::Graphql,
+        },
+        endpoint_method: facts.endpoint.as_ref().map(|(m, _)| m.clone()),
+        endpoint_pattern: facts.endpoint.as_ref().map(|(_, p)| clip(p, analytics::MAX_PATH_CHARS)),
+        method: clip(method, analytics::MAX_TEXT_CHARS),
+        path: clip(&facts.path, analytics::MAX_PATH_CHARS),
+        status: response.status,
+        latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+        request_bytes: facts.request_bytes,
+        response_bytes: response.body.len() as u64,
+        country: None,
+        city: None,
+        colo: None,
+        proxied: facts.proxied,
+        deduplicated: facts.deduplicated,
+        cache: CacheOutcome::Bypass,
+        validation_failed: facts.validation_failed,
+        near_miss: facts.near_miss.as_deref().map(|n| clip(n, analytics::MAX_PATH_CHARS)),
+        snapshot_source: Some("native".to_owned()),
+    }
 }
 
 async fn decide(
@@ -191,14 +254,29 @@ async fn answer(
         Protocol::Graphql => engine.handle_graphql(&request, now_ms, seed),
     };
     counted.endpoint = outcome.matched.as_ref().map(|m| format!("{} {}", m.method, m.pattern));
+    let snapshot = engine.snapshot();
+    let mut facts = Facts {
+        workspace_id: snapshot.workspace.id.clone(),
+        api_id: snapshot.api.id.clone(),
+        path: request.path.clone(),
+        request_bytes: request.body.len() as u64,
+        endpoint: outcome.matched.as_ref().map(|m| (m.method.clone(), m.pattern.clone())),
+        proxied: outcome.kind == edgemock_shared::OutcomeKind::Proxy,
+        deduplicated: false,
+        validation_failed: outcome.kind == edgemock_shared::OutcomeKind::ValidationFailed,
+        near_miss: outcome.near_misses.first().map(|m| format!("{} {}", m.method, m.path)),
+    };
     // An identical request within the window gets the first answer again (before the
     // delay, as at the edge).
     let dedup_key = outcome.dedup_key.clone();
     if let Some(key) = &dedup_key
         && let Some(replay) = state.runtime.replay(api, key)
     {
+        facts.deduplicated = true;
+        counted.facts = Some(facts);
         return replay;
     }
+    counted.facts = Some(facts);
     let delay = outcome.delay_ms;
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;

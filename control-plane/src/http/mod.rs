@@ -1,6 +1,7 @@
 //! The HTTP layer: one `router()` per resource, merged here, with the shared state, the JSON
 //! input extractor and pagination.
 
+mod analytics;
 mod api_keys;
 mod apis;
 pub mod docs;
@@ -84,6 +85,10 @@ pub struct Shared {
     /// Where the SQLite database file lives (`/health` reports its free space); `None` on
     /// PostgreSQL.
     pub data_dir: Option<std::path::PathBuf>,
+    /// The native runtime's analytics events; `None` with `ANALYTICS_ENABLED=false`.
+    pub recorder: Option<crate::analytics::Recorder>,
+    /// `ANALYTICS_RETENTION_DAYS`, for `POST /api/v1/analytics/cleanup`.
+    pub analytics_retention_days: u32,
     /// Prometheus metrics; `None` with `METRICS_ENABLED=false`.
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// On SQLite: the queue of writers (see [`Shared::write_turn`]); `None` on PostgreSQL.
@@ -115,7 +120,8 @@ pub fn router(state: AppState) -> Router {
         .merge(imports::router())
         .merge(endpoints::router())
         .merge(items::router())
-        .merge(webhooks::router());
+        .merge(webhooks::router())
+        .merge(analytics::router());
     let admin = docs::finish(ApiRouter::new().nest("/api/v1", api))
         .method_not_allowed_fallback(method_not_allowed);
     let timeout = state.request_timeout;
