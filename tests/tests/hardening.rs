@@ -47,6 +47,21 @@ async fn own_answers_are_hardened_and_mock_answers_untouched() -> anyhow::Result
     let r = plain.get(url("/health/live")).send().await?;
     assert_eq!(header(r.headers(), "x-content-type-options"), Some("nosniff"));
 
+    // Request ids: the caller's when sane, a new one otherwise, on every answer.
+    let r =
+        cp.client.get(url("/api/v1/workspaces")).header("x-request-id", "trace-42").send().await?;
+    assert_eq!(header(r.headers(), "x-request-id"), Some("trace-42"));
+    let r = cp
+        .client
+        .get(url("/api/v1/workspaces"))
+        .header("x-request-id", "bad id\twith tab")
+        .send()
+        .await?;
+    let id = header(r.headers(), "x-request-id").unwrap_or_default().to_owned();
+    assert!(id.len() == 36 && !id.contains(' '), "{id}");
+    let r = plain.get(url("/health/live")).send().await?;
+    assert!(header(r.headers(), "x-request-id").is_some());
+
     // Compression: over 1 KB when accepted, gzip or brotli; not with x-no-compression; not
     // for small bodies.
     for encoding in ["gzip", "br"] {

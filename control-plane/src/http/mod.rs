@@ -149,7 +149,41 @@ pub fn router(state: AppState) -> Router {
             std::time::Duration::from_secs(30),
             None,
         ))
-        .layer(TraceLayer::new_for_http())
+        // Every log line of a request carries its id (a span field).
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+            tracing::info_span!(
+                "request",
+                request_id = id.unwrap_or_default(),
+                method = %request.method(),
+                path = request.uri().path(),
+            )
+        }))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Every request gets an id before anything else sees it: the client's (or the edge's)
+/// `x-request-id` when it is a sane token, a new UUIDv7 otherwise; every answer carries it.
+async fn request_id(
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+    let id = match given.and_then(edgemock_shared::request::sane_request_id) {
+        Some(id) => id.to_owned(),
+        None => crate::db::new_id(),
+    };
+    let value = axum::http::HeaderValue::from_str(&id).ok();
+    if let Some(value) = &value {
+        request.headers_mut().insert("x-request-id", value.clone());
+    }
+    let mut response = next.run(request).await;
+    if let Some(value) = value
+        && !response.headers().contains_key("x-request-id")
+    {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 /// Counts and times every request by method, matched route, status and workspace.
