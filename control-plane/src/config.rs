@@ -40,6 +40,10 @@ pub struct Config {
     /// `ANALYTICS_RETENTION_DAYS` (`90`): events older than this are deleted daily at 02:00
     /// UTC.
     pub analytics_retention_days: u32,
+    /// `GLOBAL_RATE_LIMIT_RPM` (`100`), `WORKSPACE_RATE_LIMIT_RPM` (`500`),
+    /// `PRO_RATE_LIMIT_RPM` (`5000`), `ENTERPRISE_RATE_LIMIT_RPM` (`50000`); see
+    /// [`crate::rate_limit`]. `0` turns a limit off.
+    pub rate_limits: crate::rate_limit::Limits,
     /// `METRICS_ENABLED` (`true`): Prometheus metrics at `/metrics`.
     pub metrics_enabled: bool,
     /// `CORS_ALLOWED_ORIGINS` (empty): origins (`https://admin.example.com`, comma-separated,
@@ -81,6 +85,7 @@ impl std::fmt::Debug for Config {
             .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
             .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
             .field("metrics_enabled", &self.metrics_enabled)
+            .field("rate_limits", &self.rate_limits)
             .field("analytics_enabled", &self.analytics_enabled)
             .field("analytics_retention_days", &self.analytics_retention_days)
             .field("health_check_timeout_ms", &self.health_check_timeout_ms)
@@ -125,6 +130,12 @@ impl Default for Config {
             mock_api_cache_ttl_seconds: 60,
             dedup_ttl_seconds: 60,
             metrics_enabled: true,
+            rate_limits: crate::rate_limit::Limits {
+                global_rpm: 100,
+                free_rpm: 500,
+                pro_rpm: 5_000,
+                enterprise_rpm: 50_000,
+            },
             analytics_enabled: true,
             analytics_retention_days: 90,
             health_check_timeout_ms: 5000,
@@ -216,6 +227,28 @@ impl Config {
                 lookup("ANALYTICS_RETENTION_DAYS"),
                 defaults.analytics_retention_days,
             )?,
+            rate_limits: crate::rate_limit::Limits {
+                global_rpm: parse(
+                    "GLOBAL_RATE_LIMIT_RPM",
+                    lookup("GLOBAL_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.global_rpm,
+                )?,
+                free_rpm: parse(
+                    "WORKSPACE_RATE_LIMIT_RPM",
+                    lookup("WORKSPACE_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.free_rpm,
+                )?,
+                pro_rpm: parse(
+                    "PRO_RATE_LIMIT_RPM",
+                    lookup("PRO_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.pro_rpm,
+                )?,
+                enterprise_rpm: parse(
+                    "ENTERPRISE_RATE_LIMIT_RPM",
+                    lookup("ENTERPRISE_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.enterprise_rpm,
+                )?,
+            },
             metrics_enabled: parse(
                 "METRICS_ENABLED",
                 lookup("METRICS_ENABLED"),

@@ -11,6 +11,7 @@
 //! - [`metrics`] — Prometheus metrics at `/metrics`.
 //! - [`openapi`] — OpenAPI 3.0/3.1 import (with generated examples) and export; pure.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
+//! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logging.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
+pub mod rate_limit;
 pub mod runtime;
 pub mod telemetry;
 
@@ -103,6 +105,8 @@ impl Application {
             runtime,
             metrics,
             recorder,
+            rate_limits: config.rate_limits,
+            limiter: rate_limit::Limiter::default(),
             analytics_retention_days: config.analytics_retention_days,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),

@@ -408,6 +408,9 @@ impl ControlPlane {
             log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             ..Config::default()
         };
+        // Tests send hundreds of admin requests a minute from one token; the limit has its
+        // own test (tests/tests/rate_limits.rs).
+        config.rate_limits.global_rpm = 0;
         tune(&mut config);
         edgemock_control_plane::telemetry::init(
             &config.log_level,

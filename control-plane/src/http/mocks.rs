@@ -219,6 +219,24 @@ async fn answer(
             return error(503, "store_unavailable", "the API cannot be loaded", json!({}));
         }
     };
+    // The workspace's rate limit, as at the edge: counted before anything else runs.
+    let workspace = &engine.snapshot().workspace;
+    let (limit, tier) = state.rate_limits.for_workspace(workspace);
+    let verdict = state.limiter.check(&format!("ws:{}", workspace.id), limit, tier, now_ms());
+    if let Some(verdict) = verdict.filter(|v| !v.allowed) {
+        let mut response = error(
+            429,
+            "rate_limited",
+            &format!(
+                "workspace '{}' is limited to {} requests a minute; retry in {} s",
+                workspace.slug, verdict.limit, verdict.reset_seconds
+            ),
+            json!({ "limit": verdict.limit, "retry_after_seconds": verdict.reset_seconds }),
+        );
+        response.headers.push(("retry-after".into(), verdict.reset_seconds.to_string()));
+        response.headers.extend(verdict.headers().map(|(n, v)| (n.to_owned(), v)));
+        return response;
+    }
     let (parts, body) = request.into_parts();
     let body = if matches!(parts.method, Method::GET | Method::HEAD) {
         Vec::new()
@@ -281,9 +299,12 @@ async fn answer(
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
     }
-    let response = crate::runtime::respond(&state.runtime, &request, outcome, api).await;
+    let mut response = crate::runtime::respond(&state.runtime, &request, outcome, api).await;
     if let Some(key) = &dedup_key {
         state.runtime.remember_answer(api, key, &response);
+    }
+    if let Some(verdict) = verdict {
+        response.headers.extend(verdict.headers().map(|(n, v)| (n.to_owned(), v)));
     }
     response
 }

@@ -85,6 +85,9 @@ pub struct Shared {
     /// Where the SQLite database file lives (`/health` reports its free space); `None` on
     /// PostgreSQL.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Rate limits and their counters (see [`crate::rate_limit`]).
+    pub rate_limits: crate::rate_limit::Limits,
+    pub limiter: crate::rate_limit::Limiter,
     /// The native runtime's analytics events; `None` with `ANALYTICS_ENABLED=false`.
     pub recorder: Option<crate::analytics::Recorder>,
     /// `ANALYTICS_RETENTION_DAYS`, for `POST /api/v1/analytics/cleanup`.
@@ -126,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     let timeout = state.request_timeout;
     let cors = hardening::cors(&state.cors_allowed_origins);
+    let admin = admin.layer(axum::middleware::from_fn_with_state(state.clone(), limit_clients));
     let admin = hardening::protect(admin, hardening::API_CSP, timeout, cors);
     let own = hardening::protect(
         internal::router().merge(health::router()),
@@ -160,6 +164,47 @@ pub fn router(state: AppState) -> Router {
             )
         }))
         .layer(axum::middleware::from_fn(request_id))
+}
+
+/// `GLOBAL_RATE_LIMIT_RPM` per client of the admin API: its credential (hashed: the
+/// limiter keeps no secret) or, without one, all anonymous callers together.
+async fn limit_clients(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let key = match request.headers().get(axum::http::header::AUTHORIZATION) {
+        Some(credential) => {
+            use sha2::Digest;
+            format!("client:{}", hex::encode(&sha2::Sha256::digest(credential.as_bytes())[..16]))
+        }
+        None => "client:anonymous".to_owned(),
+    };
+    let now = crate::analytics::now_ms();
+    let Some(verdict) = state.limiter.check(&key, state.rate_limits.global_rpm, "client", now)
+    else {
+        return next.run(request).await;
+    };
+    let mut response = if verdict.allowed {
+        next.run(request).await
+    } else {
+        let mut response = ApiError::RateLimited(format!(
+            "this client is limited to {} requests a minute (GLOBAL_RATE_LIMIT_RPM); retry in {} s",
+            verdict.limit, verdict.reset_seconds
+        ))
+        .into_response();
+        if let Ok(value) = verdict.reset_seconds.to_string().parse() {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
+    };
+    for (name, value) in verdict.headers() {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// Every request gets an id before anything else sees it: the client's (or the edge's)
