@@ -60,6 +60,16 @@ pub struct Config {
     pub proxy_allow_private_networks: bool,
     /// `PROXY_DEFAULT_TIMEOUT` (`5000` ms, at most 30000).
     pub proxy_default_timeout_ms: u32,
+    /// `WEBHOOKS_ENABLED` (`true`): `false` records deliveries in the outbox without sending
+    /// them (staging, tests); turning it on later sends what is due.
+    pub webhooks_enabled: bool,
+    /// `WEBHOOK_RETRY_ATTEMPTS` (`3`, at most 20): retries after a delivery's first attempt.
+    pub webhook_retry_attempts: u32,
+    /// `WEBHOOK_RETRY_DELAY_MS` (`1000`): the first retry's delay; each next one doubles it
+    /// (1 s, 2 s, 4 s …), plus up to 20 % jitter.
+    pub webhook_retry_delay: Duration,
+    /// `WEBHOOK_TIMEOUT_MS` (`10000`, at most 60000): the time limit of one attempt.
+    pub webhook_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +104,10 @@ impl std::fmt::Debug for Config {
             .field("proxy_allow_http", &self.proxy_allow_http)
             .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
             .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
+            .field("webhooks_enabled", &self.webhooks_enabled)
+            .field("webhook_retry_attempts", &self.webhook_retry_attempts)
+            .field("webhook_retry_delay", &self.webhook_retry_delay)
+            .field("webhook_timeout", &self.webhook_timeout)
             .finish()
     }
 }
@@ -144,6 +158,10 @@ impl Default for Config {
             proxy_allow_http: false,
             proxy_allow_private_networks: false,
             proxy_default_timeout_ms: 5_000,
+            webhooks_enabled: true,
+            webhook_retry_attempts: 3,
+            webhook_retry_delay: Duration::from_secs(1),
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -277,8 +295,42 @@ impl Config {
                 defaults.proxy_default_timeout_ms,
             )?
             .clamp(1, crate::runtime::MAX_PROXY_TIMEOUT_MS),
+            webhooks_enabled: parse("WEBHOOKS_ENABLED", lookup("WEBHOOKS_ENABLED"), true)?,
+            webhook_retry_attempts: parse(
+                "WEBHOOK_RETRY_ATTEMPTS",
+                lookup("WEBHOOK_RETRY_ATTEMPTS"),
+                defaults.webhook_retry_attempts,
+            )?,
+            webhook_retry_delay: Duration::from_millis(parse(
+                "WEBHOOK_RETRY_DELAY_MS",
+                lookup("WEBHOOK_RETRY_DELAY_MS"),
+                1_000u64,
+            )?),
+            webhook_timeout: Duration::from_millis(parse(
+                "WEBHOOK_TIMEOUT_MS",
+                lookup("WEBHOOK_TIMEOUT_MS"),
+                10_000u64,
+            )?),
         };
         config.check_jwt_secret()?;
+        if config.webhook_retry_attempts > crate::webhooks::MAX_RETRY_ATTEMPTS {
+            bail!("WEBHOOK_RETRY_ATTEMPTS must be at most {}", crate::webhooks::MAX_RETRY_ATTEMPTS);
+        }
+        if config.webhook_retry_delay.is_zero()
+            || config.webhook_retry_delay > crate::webhooks::MAX_RETRY_DELAY
+        {
+            bail!(
+                "WEBHOOK_RETRY_DELAY_MS must be between 1 and {}",
+                crate::webhooks::MAX_RETRY_DELAY.as_millis()
+            );
+        }
+        if config.webhook_timeout.is_zero() || config.webhook_timeout > crate::webhooks::MAX_TIMEOUT
+        {
+            bail!(
+                "WEBHOOK_TIMEOUT_MS must be between 1 and {}",
+                crate::webhooks::MAX_TIMEOUT.as_millis()
+            );
+        }
         if config.database_max_connections == 0 {
             bail!("DATABASE_MAX_CONNECTIONS must be at least 1");
         }
@@ -348,6 +400,9 @@ mod tests {
         let c = from(&[]).unwrap();
         assert_eq!(c.port, 3000);
         assert!(c.edge_url.is_none());
+        assert!(c.webhooks_enabled);
+        assert_eq!(c.webhook_retry_attempts, 3);
+        assert_eq!(c.webhook_retry_delay, Duration::from_secs(1));
         let c = from(&[("PORT", "8080"), ("EDGE_URL", "http://x:1/"), ("EDGE_PUBLISH_TOKEN", "t")])
             .unwrap();
         assert_eq!(c.port, 8080);
@@ -363,6 +418,11 @@ mod tests {
             (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
             (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
+            (vec![("WEBHOOK_RETRY_ATTEMPTS", "-1")], "WEBHOOK_RETRY_ATTEMPTS"),
+            (vec![("WEBHOOK_RETRY_ATTEMPTS", "21")], "WEBHOOK_RETRY_ATTEMPTS"),
+            (vec![("WEBHOOK_RETRY_DELAY_MS", "0")], "WEBHOOK_RETRY_DELAY_MS"),
+            (vec![("WEBHOOK_TIMEOUT_MS", "60001")], "WEBHOOK_TIMEOUT_MS"),
+            (vec![("WEBHOOKS_ENABLED", "maybe")], "WEBHOOKS_ENABLED"),
         ] {
             let err = from(&pairs).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor, FromRow};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -315,7 +315,11 @@ pub async fn select_next_publish_at(db: &Db) -> sqlx::Result<Option<String>> {
 
 /// Records a successful publish. Never lowers `published_version`: a slower publisher of an
 /// older version must not undo a newer one's record.
-pub async fn update_api_published(db: &Db, api_id: &str, version: i64) -> sqlx::Result<()> {
+pub async fn update_api_published<'c>(
+    db: impl Executor<'c, Database = Any>,
+    api_id: &str,
+    version: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE apis SET published_version = $2, published_at = $3, publish_error = NULL,
                 publish_attempts = 0, next_publish_at = NULL
@@ -329,8 +333,8 @@ pub async fn update_api_published(db: &Db, api_id: &str, version: i64) -> sqlx::
     Ok(())
 }
 
-pub async fn update_api_publish_failed(
-    db: &Db,
+pub async fn update_api_publish_failed<'c>(
+    db: impl Executor<'c, Database = Any>,
     api_id: &str,
     error: &str,
     next_publish_at: &str,
@@ -376,8 +380,8 @@ pub async fn select_workspaces_visible(
     query.fetch_all(db).await
 }
 
-pub async fn update_workspace(
-    db: &Db,
+pub async fn update_workspace<'c>(
+    db: impl Executor<'c, Database = Any>,
     id: &str,
     name: &str,
     plan: &str,
@@ -396,8 +400,25 @@ pub async fn update_workspace(
     .await
 }
 
+/// Sets a workspace's `updated_at`: the first write of a transaction that must read before
+/// it changes anything else (on SQLite, it takes the write lock).
+pub async fn touch_workspace<'c>(
+    db: impl Executor<'c, Database = Any>,
+    id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE workspaces SET updated_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Bumps the version of every API of a workspace (its settings are in their snapshots).
-pub async fn bump_apis_of_workspace(db: &Db, workspace_id: &str) -> sqlx::Result<()> {
+pub async fn bump_apis_of_workspace<'c>(
+    db: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE apis SET version = version + 1, updated_at = $2 WHERE workspace_id = $1")
         .bind(workspace_id)
         .bind(now())
@@ -440,8 +461,8 @@ pub async fn ensure_default_workspace(db: &Db) -> sqlx::Result<Option<WorkspaceR
 
 // --- deletion ---
 
-/// Retires `api` (its snapshot is to be removed from the edge) inside `tx`.
-async fn retire_api(tx: &mut sqlx::Transaction<'_, Any>, api: &ApiRow) -> sqlx::Result<()> {
+/// Retires `api` (its snapshot is to be removed from the edge) inside the transaction.
+async fn retire_api(conn: &mut AnyConnection, api: &ApiRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO retired_apis (slug, last_version, retired_at) VALUES ($1, $2, $3)
          ON CONFLICT (slug) DO UPDATE SET last_version = excluded.last_version, removed = 0,
@@ -451,37 +472,52 @@ async fn retire_api(tx: &mut sqlx::Transaction<'_, Any>, api: &ApiRow) -> sqlx::
     .bind(&api.slug)
     .bind(api.version)
     .bind(now())
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Deletes an API with its endpoints and queues its removal from the edge.
-pub async fn delete_api(db: &Db, api: &ApiRow) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
+/// Deletes an API with its endpoints and queues its removal from the edge, inside the
+/// caller's transaction (which may queue events in it too). Answers the API as it was last
+/// committed, or `None` if it is gone already.
+pub async fn delete_api(conn: &mut AnyConnection, api: &ApiRow) -> sqlx::Result<Option<ApiRow>> {
     // Re-read under the write lock: the version to retire is the last one committed.
-    let Some(current) = bump_api_version(&mut *tx, &api.id).await? else { return Ok(()) };
-    retire_api(&mut tx, &current).await?;
-    sqlx::query("DELETE FROM apis WHERE id = $1").bind(&api.id).execute(&mut *tx).await?;
-    tx.commit().await
+    let Some(current) = bump_api_version(&mut *conn, &api.id).await? else { return Ok(None) };
+    retire_api(conn, &current).await?;
+    sqlx::query("DELETE FROM apis WHERE id = $1").bind(&api.id).execute(&mut *conn).await?;
+    Ok(Some(current))
 }
 
-/// Deletes a workspace with everything in it and queues its APIs' removal from the edge.
-pub async fn delete_workspace(db: &Db, workspace_id: &str) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
+/// Deletes a workspace with everything in it and queues its APIs' removal from the edge,
+/// inside the caller's transaction.
+///
+/// Its webhook subscriptions go with it, but not their pending deliveries: those keep the
+/// subscription's URL and secret (`target_url`, `target_secret`), so events queued before
+/// the deletion, `workspace.deleted` among them, still go out.
+pub async fn delete_workspace(conn: &mut AnyConnection, workspace_id: &str) -> sqlx::Result<()> {
     let apis: Vec<ApiRow> =
         sqlx::query_as("UPDATE apis SET version = version + 1 WHERE workspace_id = $1 RETURNING *")
             .bind(workspace_id)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
     for api in &apis {
-        retire_api(&mut tx, api).await?;
+        retire_api(conn, api).await?;
     }
+    sqlx::query(
+        "UPDATE webhook_deliveries
+         SET target_url = (SELECT url FROM webhooks WHERE webhooks.id = webhook_deliveries.webhook_id),
+             target_secret = (SELECT secret FROM webhooks
+                              WHERE webhooks.id = webhook_deliveries.webhook_id)
+         WHERE workspace_id = $1 AND state IN ('pending', 'delivering')",
+    )
+    .bind(workspace_id)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM workspaces WHERE id = $1")
         .bind(workspace_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await
+    Ok(())
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -1017,7 +1053,282 @@ pub async fn update_webhook(db: &Db, id: &str, w: &NewWebhookRow<'_>) -> sqlx::R
     .await
 }
 
+/// Deletes a subscription with its deliveries (and so their attempts).
 pub async fn delete_webhook(db: &Db, id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(db).await?;
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// A workspace's active subscriptions (the candidates for its events).
+pub async fn select_active_webhooks<'c>(
+    db: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+) -> sqlx::Result<Vec<WebhookRow>> {
+    sqlx::query_as("SELECT * FROM webhooks WHERE workspace_id = $1 AND active = 1 ORDER BY id")
+        .bind(workspace_id)
+        .fetch_all(db)
+        .await
+}
+
+/// A subscription by id alone (the delivery loop; handlers go through the workspace).
+pub async fn select_webhook(db: &Db, id: &str) -> sqlx::Result<Option<WebhookRow>> {
+    sqlx::query_as("SELECT * FROM webhooks WHERE id = $1").bind(id).fetch_optional(db).await
+}
+
+// --- webhook deliveries (the outbox) and their attempts ---
+
+#[derive(Clone, FromRow)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub workspace_id: String,
+    pub event_type: String,
+    pub payload: String,
+    /// `pending`, `delivering`, `succeeded` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub round_attempts: i64,
+    pub next_attempt_at: Option<String>,
+    pub claim: Option<String>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub target_url: Option<String>,
+    pub target_secret: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+// Hand-written so that a kept secret never reaches a log line.
+impl std::fmt::Debug for DeliveryRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryRow")
+            .field("id", &self.id)
+            .field("webhook_id", &self.webhook_id)
+            .field("event_type", &self.event_type)
+            .field("state", &self.state)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct NewDelivery<'a> {
+    pub webhook_id: &'a str,
+    pub workspace_id: &'a str,
+    pub event_type: &'a str,
+    pub payload: &'a str,
+}
+
+/// Queues a delivery, due at once.
+pub async fn insert_delivery<'c>(
+    db: impl Executor<'c, Database = Any>,
+    d: &NewDelivery<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, webhook_id, workspace_id, event_type, payload, state,
+                                         next_attempt_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $6)",
+    )
+    .bind(new_id())
+    .bind(d.webhook_id)
+    .bind(d.workspace_id)
+    .bind(d.event_type)
+    .bind(d.payload)
+    .bind(now())
+    .execute(db)
+    .await?;
     Ok(())
+}
+
+/// Claims up to `limit` due deliveries for one attempt each: they become `delivering` under
+/// `claim` until `lease_until` (then another claimant may take them: this one died), and
+/// their attempt counters count the attempt about to be made.
+///
+/// Safe with several replicas: the UPDATE re-checks state and time on every row it changes
+/// (PostgreSQL re-evaluates them after waiting for a row lock; SQLite has one writer), so a
+/// row is claimed once.
+pub async fn claim_due_deliveries(
+    db: &Db,
+    now: &str,
+    lease_until: &str,
+    claim: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<DeliveryRow>> {
+    sqlx::query_as(
+        "UPDATE webhook_deliveries
+         SET state = 'delivering', claim = $1, next_attempt_at = $2, attempts = attempts + 1,
+             round_attempts = round_attempts + 1, updated_at = $3
+         WHERE id IN (SELECT id FROM webhook_deliveries
+                      WHERE state IN ('pending', 'delivering') AND next_attempt_at <= $3
+                      ORDER BY next_attempt_at LIMIT $4)
+           AND state IN ('pending', 'delivering') AND next_attempt_at <= $3
+         RETURNING *",
+    )
+    .bind(claim)
+    .bind(lease_until)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// When the next delivery falls due (or the next claim expires), if any is waiting.
+pub async fn select_next_delivery_at(db: &Db) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM webhook_deliveries
+         WHERE state IN ('pending', 'delivering')",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, FromRow)]
+pub struct AttemptRow {
+    pub delivery_id: String,
+    pub number: i64,
+    pub attempted_at: String,
+    pub status: Option<i32>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What becomes of a delivery after an attempt.
+#[derive(Debug)]
+pub struct DeliveryOutcome<'a> {
+    /// `pending` (retry at `next_attempt_at`), `succeeded` or `failed`.
+    pub state: &'a str,
+    pub next_attempt_at: Option<&'a str>,
+}
+
+/// Records an attempt, and the delivery's new state if the claim is still `claim` (a manual
+/// redelivery meanwhile took the delivery over: the attempt is kept, the state is the
+/// redelivery's). Answers whether the state was written.
+pub async fn record_attempt(
+    db: &Db,
+    claim: &str,
+    attempt: &AttemptRow,
+    outcome: &DeliveryOutcome<'_>,
+) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, number, attempted_at, status, latency_ms,
+                                       error)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (delivery_id, number) DO NOTHING",
+    )
+    .bind(&attempt.delivery_id)
+    .bind(attempt.number)
+    .bind(&attempt.attempted_at)
+    .bind(attempt.status)
+    .bind(attempt.latency_ms)
+    .bind(&attempt.error)
+    .execute(&mut *tx)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries
+         SET state = $3, next_attempt_at = $4, claim = NULL, last_status = $5, last_error = $6,
+             updated_at = $7
+         WHERE id = $1 AND claim = $2",
+    )
+    .bind(&attempt.delivery_id)
+    .bind(claim)
+    .bind(outcome.state)
+    .bind(outcome.next_attempt_at)
+    .bind(attempt.status)
+    .bind(&attempt.error)
+    .bind(now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// A page of a subscription's deliveries, by id (creation order).
+pub async fn select_deliveries_of_webhook(
+    db: &Db,
+    webhook_id: &str,
+    page: Page<'_>,
+) -> sqlx::Result<Vec<DeliveryRow>> {
+    sqlx::query_as(
+        "SELECT * FROM webhook_deliveries WHERE webhook_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(webhook_id)
+    .bind(page.after.unwrap_or(""))
+    .bind(page.limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn select_delivery(
+    db: &Db,
+    webhook_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<DeliveryRow>> {
+    sqlx::query_as("SELECT * FROM webhook_deliveries WHERE webhook_id = $1 AND id = $2")
+        .bind(webhook_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The attempts of the deliveries `ids`, in order of delivery and number.
+pub async fn select_attempts(db: &Db, ids: &[&str]) -> sqlx::Result<Vec<AttemptRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let listed: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT * FROM webhook_attempts WHERE delivery_id IN ({}) ORDER BY delivery_id, number",
+        listed.join(", ")
+    );
+    let mut query = sqlx::query_as(&sql);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.fetch_all(db).await
+}
+
+/// Starts a new round for a delivery, whatever its state: due at once, with the whole retry
+/// schedule again. An attempt in flight finishes and is recorded, but no longer decides the
+/// state (its claim is void).
+pub async fn redeliver(db: &Db, webhook_id: &str, id: &str) -> sqlx::Result<Option<DeliveryRow>> {
+    let now = now();
+    sqlx::query_as(
+        "UPDATE webhook_deliveries
+         SET state = 'pending', round_attempts = 0, next_attempt_at = $3, claim = NULL,
+             updated_at = $3
+         WHERE webhook_id = $1 AND id = $2 RETURNING *",
+    )
+    .bind(webhook_id)
+    .bind(id)
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+/// Takes the minute `minute` for events `event_type` of API `api_id`: true once per minute,
+/// whichever replica asks first.
+pub async fn claim_event_window<'c>(
+    db: impl Executor<'c, Database = Any>,
+    api_id: &str,
+    event_type: &str,
+    minute: i64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO webhook_event_windows (api_id, event_type, minute) VALUES ($1, $2, $3)
+         ON CONFLICT (api_id, event_type) DO UPDATE SET minute = excluded.minute
+         WHERE webhook_event_windows.minute < excluded.minute",
+    )
+    .bind(api_id)
+    .bind(event_type)
+    .bind(minute)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }

@@ -15,6 +15,7 @@
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logging.
+//! - [`webhooks`] — events to subscribed URLs, from an outbox in the database, signed.
 //!
 //! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
 //! `main` and the tests start the server the same way.
@@ -32,6 +33,7 @@ pub mod publish;
 pub mod rate_limit;
 pub mod runtime;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     publisher: Publisher,
+    /// `None` when `WEBHOOKS_ENABLED=false`.
+    deliverer: Option<webhooks::delivery::Deliverer>,
     addr: SocketAddr,
     /// Writes the native runtime's analytics events; `None` with analytics off.
     analytics: Option<analytics::Writer>,
@@ -73,7 +77,8 @@ impl Application {
                 )?)),
                 _ => None,
             };
-        let publisher = Publisher::new(db.clone(), sink);
+        let outbox = webhooks::Outbox::new();
+        let publisher = Publisher::new(db.clone(), sink, outbox.clone());
         let (recorder, writer) = if config.analytics_enabled {
             let (recorder, writer) = analytics::Recorder::new(db.clone());
             (Some(recorder), Some(writer))
@@ -85,21 +90,38 @@ impl Application {
         } else {
             None
         };
+        let proxy_policy = edgemock_shared::proxy::ProxyPolicy {
+            allow_http: config.proxy_allow_http,
+            allow_private: config.proxy_allow_private_networks,
+        };
+        let deliverer = if config.webhooks_enabled {
+            Some(webhooks::delivery::Deliverer::new(
+                db.clone(),
+                outbox.clone(),
+                proxy_policy,
+                webhooks::delivery::Settings {
+                    retries: config.webhook_retry_attempts,
+                    retry_delay: config.webhook_retry_delay,
+                    timeout: config.webhook_timeout,
+                },
+            )?)
+        } else {
+            tracing::warn!("WEBHOOKS_ENABLED=false: webhook deliveries are recorded but not sent");
+            None
+        };
         let runtime = runtime::Runtime::new(
             db.clone(),
             publisher.changes(),
             std::time::Duration::from_secs(config.mock_api_cache_ttl_seconds),
             std::time::Duration::from_secs(config.dedup_ttl_seconds),
-            edgemock_shared::proxy::ProxyPolicy {
-                allow_http: config.proxy_allow_http,
-                allow_private: config.proxy_allow_private_networks,
-            },
+            proxy_policy,
             config.proxy_default_timeout_ms,
         )?
         .with_metrics(metrics.clone());
         let router = http::router(http::AppState::new(http::Shared {
             db: db.clone(),
             publisher: publisher.clone(),
+            outbox,
             internal_token: config.edge_publish_token.as_deref().map(Arc::from),
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
@@ -120,7 +142,16 @@ impl Application {
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let addr = listener.local_addr()?;
         let retention_days = config.analytics_enabled.then_some(config.analytics_retention_days);
-        Ok(Self { listener, router, publisher, addr, analytics: writer, db, retention_days })
+        Ok(Self {
+            listener,
+            router,
+            publisher,
+            deliverer,
+            addr,
+            analytics: writer,
+            db,
+            retention_days,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -133,7 +164,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish and closes
-    /// idle connections. The publisher stops with the server.
+    /// idle connections. The publisher stops with the server; the webhook delivery loop
+    /// claims nothing more and lets its attempts in flight finish (each is bounded by
+    /// `WEBHOOK_TIMEOUT_MS`) and record themselves.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -144,6 +177,9 @@ impl Application {
         let cleanup = self
             .retention_days
             .map(|days| tokio::spawn(analytics::cleanup_daily(self.db.clone(), days)));
+        let (stop_delivering, stop) = tokio::sync::watch::channel(false);
+        // Aborted if this future is dropped instead of finishing (the caller gave up).
+        let mut deliverer = self.deliverer.map(|d| AbortOnDrop(tokio::spawn(d.run(stop))));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
@@ -152,6 +188,9 @@ impl Application {
         if let Some(cleanup) = cleanup {
             cleanup.abort();
         }
+        // Attempts in flight finish and record themselves (each bounded by its timeout)
+        // while the analytics writer flushes.
+        let _ = stop_delivering.send(true);
         // The router, and with it every recorder, is gone: the writer flushes what is queued
         // and stops.
         if let Some(writer) = writer
@@ -159,7 +198,21 @@ impl Application {
         {
             tracing::warn!("analytics: events still queued at shutdown were not written");
         }
+        if let Some(AbortOnDrop(task)) = &mut deliverer
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the webhook delivery loop failed");
+        }
         served
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

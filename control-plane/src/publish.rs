@@ -171,6 +171,8 @@ pub struct Publisher {
     db: Db,
     sink: Option<Arc<dyn SnapshotSink>>,
     wake: Arc<Notify>,
+    /// `api.published` and `api.publish_failed` go out through it.
+    outbox: crate::webhooks::Outbox,
     /// Bumped by every [`Publisher::wake`], i.e. every committed change: the native
     /// runtime's cache compares against it.
     changes: Arc<std::sync::atomic::AtomicU64>,
@@ -179,8 +181,12 @@ pub struct Publisher {
 impl Publisher {
     /// `sink: None` disables publishing (no `EDGE_URL`); versions still advance, so turning
     /// publishing on later sends everything that is due.
-    pub fn new(db: Db, sink: Option<Arc<dyn SnapshotSink>>) -> Self {
-        Self { db, sink, wake: Arc::new(Notify::new()), changes: Arc::default() }
+    pub fn new(
+        db: Db,
+        sink: Option<Arc<dyn SnapshotSink>>,
+        outbox: crate::webhooks::Outbox,
+    ) -> Self {
+        Self { db, sink, wake: Arc::new(Notify::new()), outbox, changes: Arc::default() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -198,7 +204,9 @@ impl Publisher {
         self.changes.clone()
     }
 
-    /// Publishes one API now, whatever its state, and records the outcome.
+    /// Publishes one API now, whatever its state, and records the outcome, with its event
+    /// in the same transaction: `api.published` on success, `api.publish_failed` on the
+    /// first failure of a streak (not on every retry of a broken edge).
     pub async fn publish_api(&self, api_id: &str) -> anyhow::Result<()> {
         let Some(sink) = &self.sink else {
             return Err(anyhow!("publishing is disabled: EDGE_URL is not set"));
@@ -208,7 +216,20 @@ impl Publisher {
         let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
         match sink.put(&snapshot, body).await {
             Ok(()) => {
-                db::update_api_published(&self.db, api_id, version).await?;
+                let mut tx = self.db.begin().await?;
+                db::update_api_published(&mut *tx, api_id, version).await?;
+                let queued = match db::select_api(&mut *tx, api_id).await? {
+                    Some(api) => {
+                        let event = crate::webhooks::Event::api("api.published", &api)
+                            .with(serde_json::json!({ "published_version": version }));
+                        crate::webhooks::enqueue(&mut tx, &event).await?
+                    }
+                    None => 0,
+                };
+                tx.commit().await?;
+                if queued > 0 {
+                    self.outbox.wake();
+                }
                 tracing::info!(api = %snapshot.api.slug, version, "published");
                 Ok(())
             }
@@ -218,15 +239,27 @@ impl Publisher {
                     .map(|a| a.publish_attempts)
                     .unwrap_or(0);
                 let delay = retry_delay(u32::try_from(attempts + 1).unwrap_or(u32::MAX));
-                let next = time::OffsetDateTime::now_utc() + delay;
+                let next = db::format_timestamp(time::OffsetDateTime::now_utc() + delay);
                 let message = format!("{e:#}");
-                db::update_api_publish_failed(
-                    &self.db,
-                    api_id,
-                    &message,
-                    &db::format_timestamp(next),
-                )
-                .await?;
+                let mut tx = self.db.begin().await?;
+                db::update_api_publish_failed(&mut *tx, api_id, &message, &next).await?;
+                let mut queued = 0;
+                if attempts == 0
+                    && let Some(api) = db::select_api(&mut *tx, api_id).await?
+                {
+                    let event = crate::webhooks::Event::api("api.publish_failed", &api).with(
+                        serde_json::json!({
+                            "failed_version": version,
+                            "error": message,
+                            "next_attempt_at": next,
+                        }),
+                    );
+                    queued = crate::webhooks::enqueue(&mut tx, &event).await?;
+                }
+                tx.commit().await?;
+                if queued > 0 {
+                    self.outbox.wake();
+                }
                 tracing::warn!(api = %snapshot.api.slug, version, error = %message, retry_in = ?delay, "publish failed");
                 Err(e)
             }

@@ -123,7 +123,10 @@ pub fn scope_set_cookie(value: &str, path: &str) -> String {
     parts.join("; ")
 }
 
-fn is_public(ip: IpAddr) -> bool {
+/// Whether `ip` is a public unicast address: not loopback, private, link-local, CGNAT,
+/// unique-local, documentation, benchmarking, multicast or reserved (IPv4 carried in IPv6
+/// judged as the IPv4 address). The control plane checks resolved addresses with it.
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -20,6 +20,7 @@ use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow};
 use crate::error::{ApiError, Result};
 use crate::publish::build_snapshot;
+use crate::webhooks::{Event, enqueue};
 
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -198,7 +199,9 @@ async fn create_api(
     };
     settings.validate()?;
     let settings = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
-    let api = db::insert_api(&state.db, &workspace.id, &new.slug, &name, &settings).await.map_err(
+    let _turn = state.write_turn().await;
+    let mut tx = state.db.begin().await?;
+    let api = db::insert_api(&mut *tx, &workspace.id, &new.slug, &name, &settings).await.map_err(
         |e| match ApiError::from(e) {
             ApiError::Conflict { .. } => ApiError::Conflict {
                 field: Some("slug".into()),
@@ -210,10 +213,13 @@ async fn create_api(
             other => other,
         },
     )?;
+    let queued = enqueue(&mut tx, &Event::api("api.created", &api)).await?;
+    tx.commit().await?;
     tracing::info!(api = %api.slug, workspace = %workspace.slug, "API created");
     // A new API is version 1 with no endpoints: publish it, so its routes answer 404 by
     // route rather than by API.
     state.publisher.wake();
+    state.wake_outbox(queued);
     Ok(Created(ApiView::new(api, state.publisher.enabled())))
 }
 
@@ -277,8 +283,13 @@ async fn update_api(
     let name = changes.name.unwrap_or(api.name);
     validate_name("name", &name)?;
     let json = serde_json::to_string(&settings).map_err(anyhow::Error::from)?;
-    let updated = db::update_api_settings(&state.db, &api.id, &name, &json).await?;
+    let _turn = state.write_turn().await;
+    let mut tx = state.db.begin().await?;
+    let updated = db::update_api_settings(&mut *tx, &api.id, &name, &json).await?;
+    let queued = enqueue(&mut tx, &Event::api("api.updated", &updated)).await?;
+    tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(api = %updated.slug, version = updated.version, by = %caller.who(), "API updated");
     Ok(Json(ApiView::new(updated, state.publisher.enabled())))
 }
@@ -290,8 +301,15 @@ async fn delete_api(
     Params(OfApi { api: key }): Params<OfApi>,
 ) -> Result<NoContent> {
     let api = authorize_api(&state, &caller, &key, Role::Admin).await?;
-    db::delete_api(&state.db, &api).await?;
+    let _turn = state.write_turn().await;
+    let mut tx = state.db.begin().await?;
+    let mut queued = 0;
+    if let Some(last) = db::delete_api(&mut tx, &api).await? {
+        queued = enqueue(&mut tx, &Event::api("api.deleted", &last)).await?;
+    }
+    tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(api = %api.slug, by = %caller.who(), "API deleted");
     Ok(NoContent)
 }

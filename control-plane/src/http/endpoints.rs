@@ -21,6 +21,7 @@ use super::{AppState, Input, OfApi, OfApiItem, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, ApiRow, EndpointRow, Page};
 use crate::error::{ApiError, Result};
+use crate::webhooks::{Event, enqueue};
 
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -139,8 +140,10 @@ async fn create_endpoint(
     let row =
         db::insert_endpoint(&mut *tx, &api.id, definition.method.as_str(), &definition.path, &json)
             .await?;
+    let queued = enqueue(&mut tx, &Event::endpoint("endpoint.created", &api, &row)).await?;
     tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(api = %api.slug, version = api.version, endpoint = %row.id, "endpoint created");
     Ok(Created(row.try_into()?))
 }
@@ -197,8 +200,10 @@ async fn replace_endpoint(
     )
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("endpoint '{id}'")))?;
+    let queued = enqueue(&mut tx, &Event::endpoint("endpoint.updated", &api, &row)).await?;
     tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(api = %api.slug, version = api.version, endpoint = %id, "endpoint replaced");
     Ok(Json(row.try_into()?))
 }
@@ -216,11 +221,16 @@ async fn delete_endpoint(
         .ok_or_else(|| ApiError::NotFound(format!("API '{api}'")))?;
     let existing = db::select_endpoints_of_api(&mut *tx, &api.id, all()).await?;
     check_change(&api, &existing, &Change::Remove(&id))?;
+    let Some(gone) = existing.iter().find(|row| row.id == id) else {
+        return Err(ApiError::NotFound(format!("endpoint '{id}'")));
+    };
     if !db::delete_endpoint(&mut *tx, &api.id, &id).await? {
         return Err(ApiError::NotFound(format!("endpoint '{id}'")));
     }
+    let queued = enqueue(&mut tx, &Event::endpoint("endpoint.deleted", &api, gone)).await?;
     tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(api = %api.slug, version = api.version, endpoint = %id, "endpoint deleted");
     Ok(NoContent)
 }

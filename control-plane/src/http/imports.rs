@@ -22,6 +22,7 @@ use crate::auth::{Caller, Role};
 use crate::db::{self, Page};
 use crate::error::{ApiError, Result};
 use crate::openapi::{ImportError, ImportOptions};
+use crate::webhooks::{Event, enqueue};
 
 /// Largest document accepted: real ones run to megabytes (GitHub's is 13 MB).
 pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
@@ -141,8 +142,10 @@ async fn import(
             .await?;
     }
     let api = db::bump_api_version(&mut *tx, &api.id).await?.unwrap_or(api);
+    let queued = enqueue(&mut tx, &Event::api("api.created", &api)).await?;
     tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(
         api = %api.slug, operations = imported.report.operations, notes = imported.report.notes.len(),
         by = %caller.who(), "OpenAPI document imported"

@@ -2,7 +2,8 @@
 //! - `GET /internal/v1/snapshots/{apiSlug}` answers an API's current snapshot, which the edge
 //!   fetches when Workers KV does not have it yet;
 //! - `POST /internal/v1/analytics` stores a batch of analytics events, idempotently by event
-//!   id (the edge's queue consumer retries whole batches until one is acknowledged).
+//!   id (the edge's queue consumer retries whole batches until one is acknowledged), and
+//!   queues the `mock.*` webhook events they call for (`webhooks::mock`).
 //!
 //! Authenticated with the secret both sides share (`Authorization: Bearer
 //! $EDGE_PUBLISH_TOKEN`), compared in constant time; without the secret the routes do not
@@ -71,7 +72,11 @@ async fn post_analytics(
         i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);
     if state.recorder.is_none() {
-        // ANALYTICS_ENABLED=false: accepted (so the edge does not retry) and not stored.
+        // ANALYTICS_ENABLED=false: accepted (so the edge does not retry) and not stored; the
+        // webhooks that take mock events still get them.
+        let queued =
+            crate::webhooks::mock::enqueue_from_analytics(&state.db, &batch.events).await?;
+        state.wake_outbox(queued);
         return Ok(Json(json!({
             "received": batch.events.len(),
             "stored": 0,
@@ -102,6 +107,10 @@ async fn post_analytics(
     }
     let stored = inserted.len() as u64;
     let received = batch.events.len() as u64;
+    // After the commit: a failure here answers 500, the edge sends the batch again, its
+    // events are skipped as duplicates and the webhook events are queued then.
+    let queued = crate::webhooks::mock::enqueue_from_analytics(&state.db, &batch.events).await?;
+    state.wake_outbox(queued);
     tracing::debug!(received, stored, "analytics batch ingested");
     Ok(Json(json!({
         "received": received,

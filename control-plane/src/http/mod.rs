@@ -68,6 +68,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub db: Db,
     pub publisher: Publisher,
+    /// Wakes the webhook delivery loop after a write that queued events commits.
+    pub outbox: crate::webhooks::Outbox,
     /// The secret the edge presents on internal routes (`EDGE_PUBLISH_TOKEN`); `None`
     /// disables them.
     pub internal_token: Option<std::sync::Arc<str>>,
@@ -104,6 +106,13 @@ impl Shared {
     /// and so oversleeps (a p99 of 1.5 s for 8 clients replacing endpoints, each write
     /// compiling the API under the lock). The tokio mutex hands the turn over in arrival
     /// order the moment the previous writer commits. Hold the guard until the commit.
+    /// Wakes the webhook delivery loop if a committed write queued deliveries.
+    pub fn wake_outbox(&self, queued: usize) {
+        if queued > 0 {
+            self.outbox.wake();
+        }
+    }
+
     pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.writes {
             Some(queue) => Some(queue.lock().await),

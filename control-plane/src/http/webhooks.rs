@@ -1,10 +1,11 @@
-//! `/api/v1/workspaces/{workspace}/webhooks`: subscriptions to the workspace's events.
-//! Delivery (outbox, retries, Standard Webhooks signatures) comes with the operations
-//! milestone; subscriptions, their secrets and their checks are here.
+//! `/api/v1/workspaces/{workspace}/webhooks`: subscriptions to the workspace's events, their
+//! secrets, and their deliveries (each with its attempts) with manual redelivery. Delivery
+//! itself is [`crate::webhooks`].
 //!
 //! A URL must pass the same checks as proxy targets (https only and no private networks,
 //! unless `PROXY_ALLOW_HTTP` / `PROXY_ALLOW_PRIVATE_NETWORKS`), so a webhook cannot be
-//! pointed at the control plane's own network.
+//! pointed at the control plane's own network; the delivery loop checks it again, resolved,
+//! at every attempt.
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};
@@ -21,22 +22,7 @@ use super::{AppState, InWorkspace, InWorkspaceItem, Input, PageQuery, Paginated,
 use crate::auth::{Caller, Role};
 use crate::db::{self, NewWebhookRow, WebhookRow, WorkspaceTable};
 use crate::error::{ApiError, Result};
-
-/// The events a webhook may subscribe to; `*` is all of them.
-pub const EVENTS: &[&str] = &[
-    "workspace.updated",
-    "workspace.deleted",
-    "api.created",
-    "api.updated",
-    "api.deleted",
-    "api.published",
-    "api.publish_failed",
-    "endpoint.created",
-    "endpoint.updated",
-    "endpoint.deleted",
-    "mock.validation_failed",
-    "mock.rate_limited",
-];
+use crate::webhooks::EVENTS;
 
 /// An event name in the OpenAPI document: one of [`EVENTS`], or `*` (the code keeps them as
 /// strings, checked by `check`).
@@ -71,6 +57,24 @@ pub fn router() -> ApiRouter<AppState> {
         .api_route(
             "/workspaces/{workspace}/webhooks/{id}/rotate-secret",
             post_with(rotate, doc("rotateWebhookSecret", "Replace a webhook's secret")),
+        )
+        .api_route(
+            "/workspaces/{workspace}/webhooks/{id}/deliveries",
+            get_with(
+                list_deliveries,
+                doc("listWebhookDeliveries", "List a webhook's deliveries with their attempts"),
+            ),
+        )
+        .api_route(
+            "/workspaces/{workspace}/webhooks/{id}/deliveries/{delivery}",
+            get_with(read_delivery, doc("getWebhookDelivery", "Read a delivery with its attempts")),
+        )
+        .api_route(
+            "/workspaces/{workspace}/webhooks/{id}/deliveries/{delivery}/redeliver",
+            post_with(
+                redeliver,
+                doc("redeliverWebhookDelivery", "Send a delivery again, with a new retry round"),
+            ),
         )
         .with_path_items(|p| p.tag("webhooks"))
 }
@@ -301,4 +305,177 @@ async fn remove(
     let row = find(&state, &workspace.id, &id).await?;
     db::delete_webhook(&state.db, &row.id).await?;
     Ok(NoContent)
+}
+
+// --- deliveries ---
+
+/// `{workspace}/webhooks/{id}/deliveries/{delivery}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct InDelivery {
+    /// The workspace's id or slug.
+    workspace: String,
+    /// The webhook's id.
+    id: String,
+    /// The delivery's id (its `webhook-id` header).
+    delivery: String,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum DeliveryState {
+    /// Waiting for `next_attempt_at` (the first attempt, or a retry).
+    Pending,
+    /// An attempt is under way.
+    Delivering,
+    /// The receiver answered 2xx.
+    Succeeded,
+    /// Every attempt of the last round failed, or the webhook is inactive or gone.
+    Failed,
+}
+
+/// One event on its way to one webhook.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "WebhookDelivery")]
+struct DeliveryView {
+    /// Also the `webhook-id` header, the same for every attempt.
+    id: String,
+    webhook_id: String,
+    #[schemars(with = "EventName")]
+    event_type: String,
+    /// The body sent (and signed): `{"type", "timestamp", "data"}`.
+    payload: serde_json::Value,
+    state: DeliveryState,
+    /// When the next attempt is due (`pending`), or when an attempt under way is given up
+    /// for lost (`delivering`).
+    next_attempt_at: Option<String>,
+    /// The last attempt's HTTP status, if the receiver answered.
+    last_status: Option<i32>,
+    /// Why the last attempt failed.
+    last_error: Option<String>,
+    /// Every attempt, oldest first.
+    attempts: Vec<AttemptView>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "WebhookAttempt")]
+struct AttemptView {
+    /// 1, 2, 3 … across redeliveries.
+    number: i64,
+    attempted_at: String,
+    /// The receiver's status; `null` when it did not answer (refused, unreachable,
+    /// timeout).
+    status: Option<i32>,
+    /// From sending the request to the answer's headers.
+    latency_ms: i64,
+    /// Why it failed; `null` on success.
+    error: Option<String>,
+}
+
+impl DeliveryView {
+    fn new(row: db::DeliveryRow, attempts: Vec<AttemptView>) -> Self {
+        let state = match row.state.as_str() {
+            "pending" => DeliveryState::Pending,
+            "delivering" => DeliveryState::Delivering,
+            "succeeded" => DeliveryState::Succeeded,
+            _ => DeliveryState::Failed,
+        };
+        Self {
+            payload: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
+            id: row.id,
+            webhook_id: row.webhook_id,
+            event_type: row.event_type,
+            state,
+            next_attempt_at: row.next_attempt_at,
+            last_status: row.last_status,
+            last_error: row.last_error,
+            attempts,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The views of `rows`, each with its attempts (one query for all of them).
+async fn with_attempts(state: &AppState, rows: Vec<db::DeliveryRow>) -> Result<Vec<DeliveryView>> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut attempts: std::collections::HashMap<String, Vec<AttemptView>> =
+        std::collections::HashMap::new();
+    for a in db::select_attempts(&state.db, &ids).await? {
+        attempts.entry(a.delivery_id).or_default().push(AttemptView {
+            number: a.number,
+            attempted_at: a.attempted_at,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            error: a.error,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mine = attempts.remove(&row.id).unwrap_or_default();
+            DeliveryView::new(row, mine)
+        })
+        .collect())
+}
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(InWorkspaceItem { workspace, id }): Params<InWorkspaceItem>,
+    page: PageQuery,
+) -> Result<Json<Paginated<DeliveryView>>> {
+    let workspace = find_workspace(&state, &caller, &workspace, Role::Admin).await?;
+    let hook = find(&state, &workspace.id, &id).await?;
+    let rows = db::select_deliveries_of_webhook(&state.db, &hook.id, page.fetch()).await?;
+    let views = with_attempts(&state, rows).await?;
+    Ok(Json(page.paginate(views, |d: &DeliveryView| d.id.clone())))
+}
+
+async fn find_delivery(
+    state: &AppState,
+    caller: &Caller,
+    InDelivery { workspace, id, delivery }: &InDelivery,
+) -> Result<WebhookRow> {
+    let workspace = find_workspace(state, caller, workspace, Role::Admin).await?;
+    let hook = find(state, &workspace.id, id).await?;
+    if db::select_delivery(&state.db, &hook.id, delivery).await?.is_none() {
+        return Err(ApiError::NotFound(format!("delivery '{delivery}'")));
+    }
+    Ok(hook)
+}
+
+async fn read_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(at): Params<InDelivery>,
+) -> Result<Json<DeliveryView>> {
+    let workspace = find_workspace(&state, &caller, &at.workspace, Role::Admin).await?;
+    let hook = find(&state, &workspace.id, &at.id).await?;
+    let row = db::select_delivery(&state.db, &hook.id, &at.delivery)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("delivery '{}'", at.delivery)))?;
+    let view = with_attempts(&state, vec![row]).await?.pop();
+    view.map(Json).ok_or_else(|| ApiError::NotFound(format!("delivery '{}'", at.delivery)))
+}
+
+/// Makes the delivery due now with the whole retry schedule again, whatever its state (an
+/// attempt under way finishes and is recorded, but no longer decides the state). The
+/// current subscription's URL and secret are used.
+async fn redeliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(at): Params<InDelivery>,
+) -> Result<Json<DeliveryView>> {
+    let hook = find_delivery(&state, &caller, &at).await?;
+    let row = db::redeliver(&state.db, &hook.id, &at.delivery)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("delivery '{}'", at.delivery)))?;
+    state.outbox.wake();
+    tracing::info!(webhook = %hook.id, delivery = %row.id, by = %caller.who(), "redelivery requested");
+    let view = with_attempts(&state, vec![row]).await?.pop();
+    view.map(Json).ok_or_else(|| ApiError::NotFound(format!("delivery '{}'", at.delivery)))
 }

@@ -15,6 +15,7 @@ use super::{AppState, InWorkspace, Input, PageQuery, Paginated, Params};
 use crate::auth::{Caller, Role};
 use crate::db::{self, WorkspaceRow};
 use crate::error::{ApiError, Result};
+use crate::webhooks::{Event, enqueue};
 
 pub fn router() -> ApiRouter<AppState> {
     ApiRouter::new()
@@ -199,11 +200,16 @@ async fn update_workspace(
     if rate_limit_rpm.is_some_and(|r| !(0..=10_000_000).contains(&r)) {
         return Err(ApiError::invalid("rate_limit_rpm", "must be between 0 and 10000000"));
     }
+    let _turn = state.write_turn().await;
+    let mut tx = state.db.begin().await?;
     let updated =
-        db::update_workspace(&state.db, &workspace.id, &name, &plan, rate_limit_rpm).await?;
+        db::update_workspace(&mut *tx, &workspace.id, &name, &plan, rate_limit_rpm).await?;
     // The plan and limit travel in every API's snapshot: republish them.
-    db::bump_apis_of_workspace(&state.db, &workspace.id).await?;
+    db::bump_apis_of_workspace(&mut *tx, &workspace.id).await?;
+    let queued = enqueue(&mut tx, &Event::workspace("workspace.updated", &updated)).await?;
+    tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(workspace = %updated.slug, by = %caller.who(), "workspace updated");
     Ok(Json(updated))
 }
@@ -215,8 +221,17 @@ async fn delete_workspace(
     Params(InWorkspace { workspace: key }): Params<InWorkspace>,
 ) -> Result<NoContent> {
     let workspace = find_workspace(&state, &caller, &key, Role::Owner).await?;
-    db::delete_workspace(&state.db, &workspace.id).await?;
+    let _turn = state.write_turn().await;
+    let mut tx = state.db.begin().await?;
+    // The event before the deletion, which takes the subscriptions with it but keeps their
+    // pending deliveries' targets (see `db::delete_workspace`); the touch is the
+    // transaction's first write (see `enqueue`).
+    db::touch_workspace(&mut *tx, &workspace.id).await?;
+    let queued = enqueue(&mut tx, &Event::workspace("workspace.deleted", &workspace)).await?;
+    db::delete_workspace(&mut tx, &workspace.id).await?;
+    tx.commit().await?;
     state.publisher.wake();
+    state.wake_outbox(queued);
     tracing::info!(workspace = %workspace.slug, by = %caller.who(), "workspace deleted");
     Ok(NoContent)
 }
