@@ -20,6 +20,9 @@ export WRANGLER_LOG_PATH="$ROOT/target/wrangler-logs"
 WORKER_BUILD_VERSION="0.8.7"
 # The admin API's contract tester, installed into target/tools/venv by scripts/setup.
 SCHEMATHESIS_VERSION="4.32.5"
+# The Standard Webhooks reference library, which verifies the webhook tests' signatures
+# (tests/webhooks_verify.py), installed into the same venv.
+STANDARDWEBHOOKS_VERSION="1.1.0"
 wasm_bindgen_version() {
     awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' "$ROOT/Cargo.lock"
 }

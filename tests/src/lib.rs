@@ -406,6 +406,9 @@ impl ControlPlane {
             edge_url,
             edge_publish_token: token,
             log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            // Tests send nothing beyond this machine, and webhook URLs are public names:
+            // tests/tests/webhooks.rs turns delivery on towards a receiver on loopback.
+            webhooks_enabled: false,
             ..Config::default()
         };
         // Tests send hundreds of admin requests a minute from one token; the limit has its
