@@ -33,8 +33,8 @@ async fn seed(cp: &ControlPlane, slug: &str) -> anyhow::Result<String> {
 }
 
 /// Every admin route, addressed at workspace `ws` (API `{ws}-api`, endpoint `endpoint` (also
-/// standing in for GraphQL and WebSocket ids), member `member`, key `key`), with a valid
-/// body where it takes one.
+/// standing in for GraphQL and WebSocket ids), member `member`, key `key` (also standing in
+/// for webhook and delivery ids)), with a valid body where it takes one.
 fn routes(
     ws: &str,
     endpoint: &str,
@@ -118,6 +118,13 @@ fn routes(
             Some(json!({"active": false})),
         ),
         (Method::POST, format!("/api/v1/workspaces/{ws}/webhooks/{key}/rotate-secret"), None),
+        (Method::GET, format!("/api/v1/workspaces/{ws}/webhooks/{key}/deliveries"), None),
+        (Method::GET, format!("/api/v1/workspaces/{ws}/webhooks/{key}/deliveries/{key}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/workspaces/{ws}/webhooks/{key}/deliveries/{key}/redeliver"),
+            None,
+        ),
         (Method::DELETE, format!("/api/v1/workspaces/{ws}/webhooks/{key}"), None),
         (Method::GET, format!("/api/v1/workspaces/{ws}/api-keys"), None),
         (Method::POST, format!("/api/v1/workspaces/{ws}/api-keys"), Some(json!({"name": "ci"}))),
@@ -297,6 +304,12 @@ async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     assert!(read.get("secret").is_none(), "{read}");
     let (_, rotated) = cp.post(&format!("{hook_path}/rotate-secret"), &json!({})).await?;
     assert_ne!(rotated["secret"].as_str().unwrap(), secret);
+    // Deliveries are the admins' too (tests/tests/webhooks.rs delivers them).
+    let (status, list) = cp.get(&format!("{hook_path}/deliveries")).await?;
+    assert_eq!((status, list["items"].as_array().map(Vec::len)), (200, Some(0)), "{list}");
+    let (status, _) =
+        cp.send_as(Some(&editor), Method::GET, &format!("{hook_path}/deliveries"), None).await?;
+    assert_eq!(status, 403);
     for (body, want) in [
         (json!({"url": "http://hooks.example.com/in", "events": ["*"]}), "url"),
         (json!({"url": "https://127.0.0.1/in", "events": ["*"]}), "url"),

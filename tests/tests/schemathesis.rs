@@ -100,6 +100,26 @@ async fn seed(cp: &ControlPlane) -> anyhow::Result<String> {
              parameters = {{ id = \"{doomed}\" }}\n"
         ));
     }
+    // A delivery to read and redeliver: the kept webhook takes every event (delivery is off
+    // in the tests, so it stays in the outbox).
+    let (status, _) = cp.patch("/api/v1/apis/st-api", &json!({"name": "st"})).await?;
+    anyhow::ensure!(status == 200, "seeding an event: {status}");
+    let (_, hooks) = cp.get("/api/v1/workspaces/st/webhooks").await?;
+    let hook = hooks["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|h| h["url"] == "https://hooks.example.com/a"))
+        .and_then(|h| h["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let (_, deliveries) =
+        cp.get(&format!("/api/v1/workspaces/st/webhooks/{hook}/deliveries")).await?;
+    let delivery = deliveries["items"][0]["id"].as_str().unwrap_or_default().to_owned();
+    anyhow::ensure!(!delivery.is_empty(), "no delivery was queued: {deliveries}");
+    config.push_str(&format!(
+        "\n[[operations]]\n\
+         include-operation-id-regex = \"^(listWebhookDeliveries|getWebhookDelivery|redeliverWebhookDelivery)$\"\n\
+         parameters = {{ id = \"{hook}\", delivery = \"{delivery}\" }}\n"
+    ));
     Ok(config)
 }
 
