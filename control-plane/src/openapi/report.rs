@@ -33,7 +33,8 @@ pub struct Note {
     pub operation: Option<String>,
     pub message: String,
     /// Schema validation errors (`/instance/path: message`) for examples and generated data.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Left out when there are none (`default` tells the document it is optional).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
 
