@@ -95,16 +95,19 @@ impl Application {
             allow_private: config.proxy_allow_private_networks,
         };
         let deliverer = if config.webhooks_enabled {
-            Some(webhooks::delivery::Deliverer::new(
-                db.clone(),
-                outbox.clone(),
-                proxy_policy,
-                webhooks::delivery::Settings {
-                    retries: config.webhook_retry_attempts,
-                    retry_delay: config.webhook_retry_delay,
-                    timeout: config.webhook_timeout,
-                },
-            )?)
+            Some(
+                webhooks::delivery::Deliverer::new(
+                    db.clone(),
+                    outbox.clone(),
+                    proxy_policy,
+                    webhooks::delivery::Settings {
+                        retries: config.webhook_retry_attempts,
+                        retry_delay: config.webhook_retry_delay,
+                        timeout: config.webhook_timeout,
+                    },
+                )?
+                .with_metrics(metrics.clone()),
+            )
         } else {
             tracing::warn!("WEBHOOKS_ENABLED=false: webhook deliveries are recorded but not sent");
             None

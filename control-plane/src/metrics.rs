@@ -31,6 +31,8 @@ pub struct Metrics {
     cache_misses: IntCounterVec,
     db_connections: IntGaugeVec,
     db_max_connections: IntGauge,
+    webhook_deliveries: IntCounterVec,
+    webhook_duration: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +107,22 @@ impl Metrics {
                 "db_pool_max_connections",
                 "Most database connections the pool opens",
             )?,
+            webhook_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "webhook_deliveries_total",
+                    "Webhook delivery attempts, by event type and outcome (delivered, retrying, \
+                     failed: the last attempt failed)",
+                ),
+                &["event", "outcome"],
+            )?,
+            webhook_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "webhook_delivery_duration_seconds",
+                    "Time from sending a webhook to the receiver's answer (or giving up)",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["event", "outcome"],
+            )?,
             registry,
         };
         metrics.db_max_connections.set(i64::from(max_connections));
@@ -118,6 +136,8 @@ impl Metrics {
         r.register(Box::new(metrics.cache_misses.clone()))?;
         r.register(Box::new(metrics.db_connections.clone()))?;
         r.register(Box::new(metrics.db_max_connections.clone()))?;
+        r.register(Box::new(metrics.webhook_deliveries.clone()))?;
+        r.register(Box::new(metrics.webhook_duration.clone()))?;
         // CPU, memory, open files, threads, start time (Linux).
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(metrics)
@@ -163,6 +183,14 @@ impl Metrics {
         let values = [labels.runtime, labels.api, labels.method, labels.endpoint, status.as_str()];
         self.mock_requests.with_label_values(&values).inc();
         self.mock_duration.with_label_values(&values).observe(took.as_secs_f64());
+    }
+
+    /// One webhook attempt. `event` is one of `webhooks::EVENTS` (the delivery loop only sends
+    /// those), `outcome` `delivered`, `retrying` or `failed`.
+    pub fn observe_webhook(&self, event: &str, outcome: &str, took: Duration) {
+        let labels = [event, outcome];
+        self.webhook_deliveries.with_label_values(&labels).inc();
+        self.webhook_duration.with_label_values(&labels).observe(took.as_secs_f64());
     }
 
     pub fn cache(&self, cache: &str, hit: bool) {

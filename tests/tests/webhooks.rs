@@ -333,6 +333,16 @@ async fn retries_scenario(database_url: &str) -> anyhow::Result<()> {
     assert_eq!((status, &read), (200, &done));
     assert_eq!(receiver.received().len(), 5);
 
+    // The attempts in the metrics, by event and outcome.
+    let scrape = reqwest::get(format!("{}/metrics", cp.url)).await?.text().await?;
+    for (outcome, count) in [("retrying", 3), ("failed", 1), ("delivered", 1)] {
+        let series = format!(
+            "webhook_deliveries_total{{event=\"api.created\",outcome=\"{outcome}\"}} {count}"
+        );
+        assert!(scrape.lines().any(|l| l == series), "no `{series}` in the scrape");
+    }
+    assert!(scrape.contains("webhook_delivery_duration_seconds_bucket{event=\"api.created\""));
+
     // Deliveries belong to their webhook.
     let (status, _) =
         cp.get(&format!("/api/v1/workspaces/retry/webhooks/{hook}/deliveries/{}", "nope")).await?;

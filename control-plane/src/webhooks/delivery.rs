@@ -55,6 +55,7 @@ pub struct Deliverer {
     client: reqwest::Client,
     policy: ProxyPolicy,
     settings: Settings,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Deliverer {
@@ -74,7 +75,13 @@ impl Deliverer {
             client = client.dns_resolver(Arc::new(PublicAddressesOnly));
         }
         let client = client.build().context("cannot build the webhook HTTP client")?;
-        Ok(Self { db, outbox, client, policy, settings })
+        Ok(Self { db, outbox, client, policy, settings, metrics: None })
+    }
+
+    /// Counts attempts in `webhook_deliveries_total` and `webhook_delivery_duration_seconds`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `stop` turns true: then claims nothing more, lets the attempts in flight
@@ -188,6 +195,20 @@ impl Deliverer {
             next_at = db::format_timestamp(time::OffsetDateTime::now_utc() + wait);
             DeliveryOutcome { state: "pending", next_attempt_at: Some(&next_at) }
         };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match outcome.state {
+                "succeeded" => "delivered",
+                "pending" => "retrying",
+                _ => "failed",
+            };
+            // Event types come from `EVENTS` only; anything else would be a stored oddity.
+            let event = super::EVENTS
+                .iter()
+                .find(|e| **e == delivery.event_type)
+                .copied()
+                .unwrap_or("other");
+            metrics.observe_webhook(event, outcome, result.latency);
+        }
         match db::record_attempt(&self.db, claim, &attempt, &outcome).await {
             Ok(_) => {}
             Err(e) => {
