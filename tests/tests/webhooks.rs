@@ -343,6 +343,16 @@ async fn retries_scenario(database_url: &str) -> anyhow::Result<()> {
     }
     assert!(scrape.contains("webhook_delivery_duration_seconds_bucket{event=\"api.created\""));
 
+    // An inactive webhook's delivery fails without a request.
+    let hook_path = format!("/api/v1/workspaces/retry/webhooks/{hook}");
+    let (status, _) = cp.patch(&hook_path, &json!({"active": false})).await?;
+    assert_eq!(status, 200);
+    cp.post(&format!("{path}/redeliver"), &json!({})).await?;
+    let inactive = settled(&cp, "retry", &hook, "failed", Duration::from_secs(10)).await?;
+    assert_eq!(inactive["attempts"].as_array().map(Vec::len), Some(6), "{inactive}");
+    assert!(inactive["last_error"].as_str().is_some_and(|e| e.contains("inactive")), "{inactive}");
+    assert_eq!(receiver.received().len(), 5, "no request for an inactive webhook");
+
     // Deliveries belong to their webhook.
     let (status, _) =
         cp.get(&format!("/api/v1/workspaces/retry/webhooks/{hook}/deliveries/{}", "nope")).await?;

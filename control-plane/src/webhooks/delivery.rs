@@ -379,3 +379,27 @@ impl reqwest::dns::Resolve for PublicAddressesOnly {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::dns::Resolve;
+    use std::str::FromStr;
+
+    /// `localhost` passes no URL check, but the resolver is the last word: whatever name
+    /// leads to a loopback address is refused where the connection is made.
+    #[tokio::test]
+    async fn names_that_resolve_to_private_addresses_are_refused() {
+        let name = reqwest::dns::Name::from_str("localhost").unwrap();
+        let error = PublicAddressesOnly.resolve(name).await.err().unwrap().to_string();
+        assert!(error.contains("does not deliver webhooks to"), "{error}");
+
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(PublicAddressesOnly))
+            .no_proxy()
+            .build()
+            .unwrap();
+        let error = client.post("http://localhost:9/hook").send().await.unwrap_err();
+        assert!(error_chain(&error).contains("loopback, private or link-local"), "{error:?}");
+    }
+}
