@@ -20,6 +20,14 @@ export WRANGLER_LOG_PATH="$ROOT/target/wrangler-logs"
 WORKER_BUILD_VERSION="0.8.7"
 # The admin API's contract tester, installed into target/tools/venv by scripts/setup.
 SCHEMATHESIS_VERSION="4.32.5"
+# The deployment checks' tools (scripts/check-deploy): PyPI wheels pinned in
+# scripts/ops-requirements.txt, in their own venv; promtool taken from the distribution's
+# prometheus package, whose version the distribution fixes (Debian 12: 2.42; CI's Ubuntu
+# 24.04: 2.45); any 2.x reads our rules alike. scripts/setup installs both.
+OPS_VENV="$ROOT/target/tools/ops-venv"
+PROMTOOL_VERSION="2"
+export KUBECTL="${KUBECTL:-$OPS_VENV/bin/kubectl}"
+export PROMTOOL="${PROMTOOL:-$ROOT/target/tools/bin/promtool}"
 wasm_bindgen_version() {
     awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' "$ROOT/Cargo.lock"
 }
