@@ -19,7 +19,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --profile server --locked --package edgemock-control-plane --recipe-path recipe.json
+RUN cargo chef cook --profile server --package edgemock-control-plane --recipe-path recipe.json
 COPY . .
 RUN cargo build --profile server --locked --package edgemock-control-plane --bin edgemock \
     && install -D -m 0755 target/server/edgemock /out/usr/local/bin/edgemock \
