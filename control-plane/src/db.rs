@@ -45,7 +45,7 @@ pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Db> {
 }
 
 /// Applies the migrations the database lacks, under sqlx's migration lock (an advisory lock
-/// on PostgreSQL), and answers their versions. Migrations newer than this build, applied by a
+/// on PostgreSQL), and answers the versions that were pending when it began. Migrations newer than this build, applied by a
 /// later release, are left alone, so a rolled-back release still starts (see the runbook:
 /// every migration stays compatible with the release before it).
 pub async fn migrate(db: &Db) -> anyhow::Result<Vec<i64>> {
@@ -61,8 +61,19 @@ pub async fn migrate(db: &Db) -> anyhow::Result<Vec<i64>> {
 
 /// The versions of this build's migrations that the database has not applied yet, oldest
 /// first. An error if a migration failed half-way or was changed after it was applied.
+/// Reads under the migration lock, like `migrate`: concurrent `CREATE TABLE IF NOT EXISTS`
+/// of sqlx's bookkeeping table can fail on PostgreSQL.
 pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
     let mut conn = db.acquire().await?;
+    conn.lock().await?;
+    let pending = unapplied(&mut conn).await;
+    let unlocked = conn.unlock().await;
+    let pending = pending?;
+    unlocked?;
+    Ok(pending)
+}
+
+async fn unapplied(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<i64>> {
     conn.ensure_migrations_table().await?;
     if let Some(version) = conn.dirty_version().await? {
         anyhow::bail!("migration {version} failed part-way; repair the database by hand");
