@@ -94,11 +94,30 @@ impl Client {
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}/api/v1{path}", self.target.url.trim_end_matches('/'));
-        let mut request = self.http.request(method.clone(), &url).bearer_auth(&self.target.token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+        // Over the control plane's per-client limit: wait as told and try again (a large
+        // `apply` is hundreds of calls).
+        let mut waits = 0;
+        let response = loop {
+            let mut request =
+                self.http.request(method.clone(), &url).bearer_auth(&self.target.token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || waits == 5 {
+                break response;
+            }
+            let seconds = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(5)
+                .clamp(1, 60);
+            eprintln!("rate limited: waiting {seconds} s");
+            tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+            waits += 1;
+        };
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))

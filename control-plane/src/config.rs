@@ -35,6 +35,29 @@ pub struct Config {
     /// `MOCK_API_CACHE_TTL_SECONDS` (`60`): how long the native runtime trusts a compiled API
     /// without checking for changes made through other replicas.
     pub mock_api_cache_ttl_seconds: u64,
+    /// `DEDUP_TTL_SECONDS` (`60`, as at the edge): how long the native runtime replays the
+    /// first answer of a deduplicating endpoint to identical requests; `0` turns it off.
+    pub dedup_ttl_seconds: u64,
+    /// `ANALYTICS_ENABLED` (`true`): record the native runtime's requests and store the edge's
+    /// events.
+    pub analytics_enabled: bool,
+    /// `ANALYTICS_RETENTION_DAYS` (`90`): events older than this are deleted daily at 02:00
+    /// UTC.
+    pub analytics_retention_days: u32,
+    /// `GLOBAL_RATE_LIMIT_RPM` (`100`), `WORKSPACE_RATE_LIMIT_RPM` (`500`),
+    /// `PRO_RATE_LIMIT_RPM` (`5000`), `ENTERPRISE_RATE_LIMIT_RPM` (`50000`); see
+    /// [`crate::rate_limit`]. `0` turns a limit off.
+    pub rate_limits: crate::rate_limit::Limits,
+    /// `METRICS_ENABLED` (`true`): Prometheus metrics at `/metrics`.
+    pub metrics_enabled: bool,
+    /// `CORS_ALLOWED_ORIGINS` (empty): origins (`https://admin.example.com`, comma-separated,
+    /// or `*`) whose browser pages may call the admin API.
+    pub cors_allowed_origins: Vec<String>,
+    /// `REQUEST_TIMEOUT_MS` (`30000`): the deadline of an admin request.
+    pub request_timeout_ms: u64,
+    /// `HEALTH_CHECK_TIMEOUT` (`5000`, milliseconds): how long a health check waits for a
+    /// dependency before calling it down.
+    pub health_check_timeout_ms: u64,
     /// `PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS` (`false`): the native runtime's
     /// proxy policy, as at the edge.
     pub proxy_allow_http: bool,
@@ -76,6 +99,14 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("jwt_secret", &"<redacted>")
             .field("mock_api_cache_ttl_seconds", &self.mock_api_cache_ttl_seconds)
+            .field("dedup_ttl_seconds", &self.dedup_ttl_seconds)
+            .field("metrics_enabled", &self.metrics_enabled)
+            .field("rate_limits", &self.rate_limits)
+            .field("analytics_enabled", &self.analytics_enabled)
+            .field("analytics_retention_days", &self.analytics_retention_days)
+            .field("health_check_timeout_ms", &self.health_check_timeout_ms)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .field("proxy_allow_http", &self.proxy_allow_http)
             .field("proxy_allow_private_networks", &self.proxy_allow_private_networks)
             .field("proxy_default_timeout_ms", &self.proxy_default_timeout_ms)
@@ -114,6 +145,19 @@ impl Default for Config {
             log_format: LogFormat::Json,
             jwt_secret: String::new(),
             mock_api_cache_ttl_seconds: 60,
+            dedup_ttl_seconds: 60,
+            metrics_enabled: true,
+            rate_limits: crate::rate_limit::Limits {
+                global_rpm: 100,
+                free_rpm: 500,
+                pro_rpm: 5_000,
+                enterprise_rpm: 50_000,
+            },
+            analytics_enabled: true,
+            analytics_retention_days: 90,
+            health_check_timeout_ms: 5000,
+            cors_allowed_origins: Vec::new(),
+            request_timeout_ms: 30_000,
             proxy_allow_http: false,
             proxy_allow_private_networks: false,
             proxy_default_timeout_ms: 5_000,
@@ -182,6 +226,59 @@ impl Config {
                 lookup("MOCK_API_CACHE_TTL_SECONDS"),
                 defaults.mock_api_cache_ttl_seconds,
             )?,
+            dedup_ttl_seconds: parse(
+                "DEDUP_TTL_SECONDS",
+                lookup("DEDUP_TTL_SECONDS"),
+                defaults.dedup_ttl_seconds,
+            )?,
+            analytics_enabled: parse(
+                "ANALYTICS_ENABLED",
+                lookup("ANALYTICS_ENABLED"),
+                defaults.analytics_enabled,
+            )?,
+            analytics_retention_days: parse(
+                "ANALYTICS_RETENTION_DAYS",
+                lookup("ANALYTICS_RETENTION_DAYS"),
+                defaults.analytics_retention_days,
+            )?,
+            rate_limits: crate::rate_limit::Limits {
+                global_rpm: parse(
+                    "GLOBAL_RATE_LIMIT_RPM",
+                    lookup("GLOBAL_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.global_rpm,
+                )?,
+                free_rpm: parse(
+                    "WORKSPACE_RATE_LIMIT_RPM",
+                    lookup("WORKSPACE_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.free_rpm,
+                )?,
+                pro_rpm: parse(
+                    "PRO_RATE_LIMIT_RPM",
+                    lookup("PRO_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.pro_rpm,
+                )?,
+                enterprise_rpm: parse(
+                    "ENTERPRISE_RATE_LIMIT_RPM",
+                    lookup("ENTERPRISE_RATE_LIMIT_RPM"),
+                    defaults.rate_limits.enterprise_rpm,
+                )?,
+            },
+            metrics_enabled: parse(
+                "METRICS_ENABLED",
+                lookup("METRICS_ENABLED"),
+                defaults.metrics_enabled,
+            )?,
+            health_check_timeout_ms: parse(
+                "HEALTH_CHECK_TIMEOUT",
+                lookup("HEALTH_CHECK_TIMEOUT"),
+                defaults.health_check_timeout_ms,
+            )?,
+            cors_allowed_origins: origins(lookup("CORS_ALLOWED_ORIGINS"))?,
+            request_timeout_ms: parse(
+                "REQUEST_TIMEOUT_MS",
+                lookup("REQUEST_TIMEOUT_MS"),
+                defaults.request_timeout_ms,
+            )?,
             proxy_allow_http: parse("PROXY_ALLOW_HTTP", lookup("PROXY_ALLOW_HTTP"), false)?,
             proxy_allow_private_networks: parse(
                 "PROXY_ALLOW_PRIVATE_NETWORKS",
@@ -219,6 +316,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `CORS_ALLOWED_ORIGINS`: `*`, or origins as a browser sends them (`https://a.example`,
+/// `http://localhost:5173`), comma-separated.
+fn origins(value: Option<String>) -> anyhow::Result<Vec<String>> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let ok = origin == "*"
+                || reqwest::Url::parse(origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                        && u.query().is_none()
+                });
+            anyhow::ensure!(
+                ok,
+                "CORS_ALLOWED_ORIGINS: '{origin}' is not an origin (scheme://host[:port]) or *"
+            );
+            Ok(origin.to_owned())
+        })
+        .collect()
 }
 
 #[cfg(test)]

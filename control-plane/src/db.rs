@@ -829,7 +829,7 @@ pub async fn insert_analytics_events(
     db: &Db,
     events: &[edgemock_shared::analytics::AnalyticsEvent],
     received_at_ms: i64,
-) -> sqlx::Result<u64> {
+) -> sqlx::Result<Vec<String>> {
     fn text<T: Serialize>(value: &T) -> String {
         serde_json::to_value(value)
             .ok()
@@ -837,7 +837,7 @@ pub async fn insert_analytics_events(
             .unwrap_or_default()
     }
     let mut tx = db.begin().await?;
-    let mut inserted = 0;
+    let mut inserted = Vec::with_capacity(events.len());
     for chunk in events.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
         let width = ANALYTICS_COLUMNS.len();
         let rows: Vec<String> = (0..chunk.len())
@@ -848,7 +848,7 @@ pub async fn insert_analytics_events(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO analytics_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO analytics_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
             ANALYTICS_COLUMNS.join(", "),
             rows.join(", ")
         );
@@ -882,7 +882,9 @@ pub async fn insert_analytics_events(
                 .bind(e.near_miss.clone())
                 .bind(e.snapshot_source.clone());
         }
-        inserted += query.execute(&mut *tx).await?.rows_affected();
+        for row in query.fetch_all(&mut *tx).await? {
+            inserted.push(sqlx::Row::try_get::<String, _>(&row, 0)?);
+        }
     }
     tx.commit().await?;
     Ok(inserted)

@@ -33,6 +33,12 @@ pub enum ApiError {
     /// 413.
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// 429: over a rate limit; the middleware adds `Retry-After` and `X-RateLimit-*`.
+    #[error("{0}")]
+    RateLimited(String),
+    /// 503: the request could not be finished in time, or a dependency is down.
+    #[error("{0}")]
+    Unavailable(String),
     /// 502: a dependency (the edge) refused or failed; the message says how.
     #[error("{0}")]
     BadGateway(String),
@@ -97,6 +103,8 @@ impl IntoResponse for ApiError {
             Self::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_failed", None),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "unexpected error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)

@@ -2,13 +2,16 @@
 //! that carries every change to the edge.
 //!
 //! Module map:
+//! - [`analytics`] — the native runtime's events, analytics queries, retention.
 //! - [`auth`] — JWTs, API keys and roles: who may touch which workspace.
 //! - [`cli`] — `edgemock apply | import | export`: mocks as code against a running server.
 //! - [`config`] — settings from the environment, validated at start-up.
 //! - [`db`] — the pool, migrations and every query.
 //! - [`http`] — the axum router, one module per resource.
+//! - [`metrics`] — Prometheus metrics at `/metrics`.
 //! - [`openapi`] — OpenAPI 3.0/3.1 import (with generated examples) and export; pure.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
+//! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logging.
@@ -16,14 +19,17 @@
 //! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
 //! `main` and the tests start the server the same way.
 
+pub mod analytics;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod openapi;
 pub mod publish;
+pub mod rate_limit;
 pub mod runtime;
 pub mod telemetry;
 
@@ -44,6 +50,10 @@ pub struct Application {
     router: axum::Router,
     publisher: Publisher,
     addr: SocketAddr,
+    /// Writes the native runtime's analytics events; `None` with analytics off.
+    analytics: Option<analytics::Writer>,
+    db: db::Db,
+    retention_days: Option<u32>,
 }
 
 impl Application {
@@ -72,28 +82,53 @@ impl Application {
                 _ => None,
             };
         let publisher = Publisher::new(db.clone(), sink);
+        let (recorder, writer) = if config.analytics_enabled {
+            let (recorder, writer) = analytics::Recorder::new(db.clone());
+            (Some(recorder), Some(writer))
+        } else {
+            (None, None)
+        };
+        let metrics = if config.metrics_enabled {
+            Some(Arc::new(metrics::Metrics::new(config.database_max_connections)?))
+        } else {
+            None
+        };
         let runtime = runtime::Runtime::new(
             db.clone(),
             publisher.changes(),
             std::time::Duration::from_secs(config.mock_api_cache_ttl_seconds),
+            std::time::Duration::from_secs(config.dedup_ttl_seconds),
             edgemock_shared::proxy::ProxyPolicy {
                 allow_http: config.proxy_allow_http,
                 allow_private: config.proxy_allow_private_networks,
             },
             config.proxy_default_timeout_ms,
-        )?;
-        let router = http::router(http::AppState {
-            db,
+        )?
+        .with_metrics(metrics.clone());
+        let router = http::router(http::AppState::new(http::Shared {
+            db: db.clone(),
             publisher: publisher.clone(),
             internal_token: config.edge_publish_token.as_deref().map(Arc::from),
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
-        });
+            metrics,
+            recorder,
+            rate_limits: config.rate_limits,
+            limiter: rate_limit::Limiter::default(),
+            analytics_retention_days: config.analytics_retention_days,
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+            request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
+            started: std::time::Instant::now(),
+            health_timeout: std::time::Duration::from_millis(config.health_check_timeout_ms),
+            data_dir: sqlite_dir(&config.database_url),
+            writes: config.database_url.starts_with("sqlite:").then(|| tokio::sync::Mutex::new(())),
+        }));
         let listener = TcpListener::bind((config.host, config.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, router, publisher, addr })
+        let retention_days = config.analytics_enabled.then_some(config.analytics_retention_days);
+        Ok(Self { listener, router, publisher, addr, analytics: writer, db, retention_days })
     }
 
     pub fn port(&self) -> u16 {
@@ -113,11 +148,25 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "control plane listening");
         let publisher = tokio::spawn(self.publisher.run());
+        let writer = self.analytics.map(|w| tokio::spawn(w.run()));
+        let cleanup = self
+            .retention_days
+            .map(|days| tokio::spawn(analytics::cleanup_daily(self.db.clone(), days)));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("the server failed");
         publisher.abort();
+        if let Some(cleanup) = cleanup {
+            cleanup.abort();
+        }
+        // The router, and with it every recorder, is gone: the writer flushes what is queued
+        // and stops.
+        if let Some(writer) = writer
+            && tokio::time::timeout(std::time::Duration::from_secs(10), writer).await.is_err()
+        {
+            tracing::warn!("analytics: events still queued at shutdown were not written");
+        }
         served
     }
 }
@@ -164,4 +213,16 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The directory of a SQLite database file (`sqlite://data/edgemock.db?mode=rwc` →
+/// `data`); `None` for PostgreSQL and in-memory databases.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    let dir = std::path::Path::new(path).parent().map(std::path::Path::to_path_buf)?;
+    Some(if dir.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { dir })
 }

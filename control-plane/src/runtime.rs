@@ -8,8 +8,10 @@
 //! version is read again and the engine recompiled only if it changed.
 //!
 //! What the edge does around the engine, this does too: delays, proxying under the same
-//! policy (`PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS`), `x-request-id`, the request
-//! id in edgemock's own errors, an empty 502 for `connection_close` faults.
+//! policy (`PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS`), deduplication
+//! (`DEDUP_TTL_SECONDS`, in this process's memory where the edge uses a location's cache),
+//! `x-request-id`, the request id in edgemock's own errors, an empty 502 for
+//! `connection_close` faults.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +29,11 @@ use crate::db::{self, Db};
 /// Most APIs kept compiled; the least recently loaded goes first.
 const MAX_CACHED_APIS: usize = 1024;
 
+/// Most deduplicated answers kept, and the largest body kept: replays must not grow the
+/// process without bound.
+const MAX_DEDUP_ENTRIES: usize = 4096;
+const MAX_DEDUP_BODY_BYTES: usize = 256 * 1024;
+
 /// Longest proxy timeout an endpoint may ask for (as at the edge).
 pub const MAX_PROXY_TIMEOUT_MS: u32 = 30_000;
 
@@ -37,6 +44,12 @@ struct Cached {
     loaded_at: Instant,
 }
 
+/// First answers of deduplicating endpoints, by API slug and the engine's dedup key.
+#[derive(Default)]
+struct Replays {
+    answers: HashMap<String, (Instant, MockResponse)>,
+}
+
 /// The compiled-API cache and what serving needs.
 #[derive(Clone)]
 pub struct Runtime {
@@ -44,6 +57,9 @@ pub struct Runtime {
     cache: Arc<RwLock<HashMap<String, Cached>>>,
     generation: Arc<AtomicU64>,
     ttl: Duration,
+    dedup_ttl: Duration,
+    replays: Arc<std::sync::Mutex<Replays>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     pub proxy_policy: ProxyPolicy,
     pub proxy_default_timeout_ms: u32,
     http: reqwest::Client,
@@ -69,6 +85,7 @@ impl Runtime {
         db: Db,
         generation: Arc<AtomicU64>,
         ttl: Duration,
+        dedup_ttl: Duration,
         proxy_policy: ProxyPolicy,
         proxy_default_timeout_ms: u32,
     ) -> anyhow::Result<Self> {
@@ -82,10 +99,62 @@ impl Runtime {
             cache: Arc::default(),
             generation,
             ttl,
+            dedup_ttl,
+            replays: Arc::default(),
+            metrics: None,
             proxy_policy,
             proxy_default_timeout_ms,
             http,
         })
+    }
+
+    /// Counts the compiled-API cache's hits and misses (`cache="engine"`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The first answer to a request identical to this one (the engine's `key`) within
+    /// `DEDUP_TTL_SECONDS`, marked `x-mock-deduplicated: true`.
+    pub fn replay(&self, slug: &str, key: &str) -> Option<MockResponse> {
+        let replays = self.replays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stored_at, answer) = replays.answers.get(&format!("{slug}:{key}"))?;
+        if stored_at.elapsed() >= self.dedup_ttl {
+            return None;
+        }
+        let mut answer = answer.clone();
+        answer.headers.push(("x-mock-deduplicated".into(), "true".into()));
+        Some(answer)
+    }
+
+    /// Keeps `answer` for replay, as the edge does: not server errors (a retry should reach
+    /// the mock or the upstream again), not 304s (they answer one client's validators), never
+    /// `set-cookie`.
+    pub fn remember_answer(&self, slug: &str, key: &str, answer: &MockResponse) {
+        if self.dedup_ttl.is_zero()
+            || answer.status >= 500
+            || answer.status == 304
+            || answer.body.len() > MAX_DEDUP_BODY_BYTES
+        {
+            return;
+        }
+        let mut kept = answer.clone();
+        kept.headers.retain(|(name, _)| !name.eq_ignore_ascii_case("set-cookie"));
+        let mut replays = self.replays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if replays.answers.len() >= MAX_DEDUP_ENTRIES {
+            let ttl = self.dedup_ttl;
+            replays.answers.retain(|_, (stored_at, _)| stored_at.elapsed() < ttl);
+            if replays.answers.len() >= MAX_DEDUP_ENTRIES {
+                // All fresh: drop the oldest.
+                let oldest =
+                    replays.answers.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    replays.answers.remove(&oldest);
+                }
+            }
+        }
+        replays.answers.insert(format!("{slug}:{key}"), (Instant::now(), kept));
     }
 
     /// The compiled API published under `slug`, or `None` if there is none.
@@ -95,7 +164,13 @@ impl Runtime {
             && hit.generation == generation
             && hit.loaded_at.elapsed() < self.ttl
         {
+            if let Some(metrics) = &self.metrics {
+                metrics.cache("engine", true);
+            }
             return Ok(hit.engine.clone());
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.cache("engine", false);
         }
         let api = db::select_api(&self.db, slug).await?;
         let Some(api) = api.filter(|a| a.slug == slug) else {
@@ -265,11 +340,13 @@ pub async fn respond(
     runtime: &Runtime,
     request: &edgemock_shared::Request,
     outcome: Outcome,
-    cookie_path: &str,
+    api: &str,
 ) -> MockResponse {
     match (&outcome.kind, &outcome.proxy) {
         (edgemock_shared::OutcomeKind::Proxy, Some(directive)) => {
-            let mut upstream = runtime.forward(request, directive, cookie_path).await;
+            // Upstream cookies are scoped to the API's prefix.
+            let cookie_path = format!("/mock/{api}");
+            let mut upstream = runtime.forward(request, directive, &cookie_path).await;
             // The engine's CORS headers belong on whatever the client gets.
             for (name, value) in &outcome.response.headers {
                 let lower = name.to_ascii_lowercase();

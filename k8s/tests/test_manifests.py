@@ -141,7 +141,7 @@ class Workloads(unittest.TestCase):
                     self.assertTrue(selects(t["labelSelector"]["matchLabels"], pod_labels(d)))
                 c = pod["containers"][0]
                 self.assertEqual(c["args"], ["serve"])
-                for probe, path in (("startupProbe", "/health/live"),
+                for probe, path in (("startupProbe", "/health/startup"),
                                     ("livenessProbe", "/health/live"),
                                     ("readinessProbe", "/health/ready")):
                     self.assertEqual(c[probe]["httpGet"]["path"], path, probe)
@@ -223,12 +223,16 @@ class Wiring(unittest.TestCase):
                 paths = {}
                 for rule in ingress["spec"]["rules"]:
                     for p in rule["http"]["paths"]:
-                        paths[p["path"]] = p["backend"]["service"]
-                for path in ("/api", "/mock", "/mock-graphql", "/ws", "/internal", "/health"):
-                    self.assertEqual(paths.get(path),
-                                     {"name": "edgemock-control-plane", "port": {"name": "http"}},
-                                     path)
+                        paths[p["path"]] = (p["pathType"], p["backend"]["service"])
+                service = {"name": "edgemock-control-plane", "port": {"name": "http"}}
+                for path in ("/api", "/mock", "/mock-graphql", "/ws", "/internal"):
+                    self.assertEqual(paths.get(path), ("Prefix", service), path)
+                for path in ("/health/live", "/health/ready"):
+                    self.assertEqual(paths.get(path), ("Exact", service), path)
                 self.assertNotIn("/metrics", paths, "metrics stay inside the cluster")
+                self.assertNotIn("/health", paths, "health details are for operators")
+                self.assertFalse(any(path.startswith("/") and len(path) == 1 for path in paths),
+                                 "no catch-all route")
 
     def test_network_policies_cover_every_pod(self):
         for target, docs in RENDERED.items():

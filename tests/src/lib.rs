@@ -387,7 +387,18 @@ impl ControlPlane {
         edge_url: Option<String>,
         token: Option<String>,
     ) -> anyhow::Result<Self> {
-        let config = Config {
+        Self::start_tuned(port, database_url, edge_url, token, |_| {}).await
+    }
+
+    /// As [`ControlPlane::start_on`], with `tune` changing the configuration first.
+    pub async fn start_tuned(
+        port: u16,
+        database_url: &str,
+        edge_url: Option<String>,
+        token: Option<String>,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let mut config = Config {
             host: [127, 0, 0, 1].into(),
             jwt_secret: JWT_SECRET.to_owned(),
             port,
@@ -397,6 +408,10 @@ impl ControlPlane {
             log_level: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             ..Config::default()
         };
+        // Tests send hundreds of admin requests a minute from one token; the limit has its
+        // own test (tests/tests/rate_limits.rs).
+        config.rate_limits.global_rpm = 0;
+        tune(&mut config);
         edgemock_control_plane::telemetry::init(
             &config.log_level,
             edgemock_control_plane::config::LogFormat::Pretty,

@@ -69,6 +69,7 @@ fn routes(
             Some(json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}})),
         ),
         (Method::GET, format!("/api/v1/apis/{api}/openapi"), None),
+        (Method::GET, format!("/api/v1/apis/{api}/analytics"), None),
         (Method::GET, format!("/api/v1/apis/{api}/graphql-operations"), None),
         (
             Method::POST,
@@ -382,10 +383,11 @@ async fn every_route_is_in_the_openapi_document() -> anyhow::Result<()> {
         t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p)
     };
     let mut operations = 0;
-    // The routes of the matrix above, and the two that are not in a workspace.
+    // The routes of the matrix above, and the three that are not in a workspace.
     let all = routes("w", "E", "M", "K").into_iter().chain([
         (Method::GET, "/api/v1/workspaces".to_owned(), None),
         (Method::POST, "/api/v1/workspaces".to_owned(), None),
+        (Method::POST, "/api/v1/analytics/cleanup".to_owned(), None),
     ]);
     for (method, path, _) in all {
         let (template, item) = paths

@@ -137,6 +137,8 @@ async fn scenario(edge: &Edge, cp: &ControlPlane) -> anyhow::Result<()> {
         json!({"method": "GET", "path": "/broken", "fault": {"percent": 100, "status": 503, "body": {"down": true}}}),
         json!({"method": "GET", "path": "/slow", "delay": {"fixed": 300}, "response": {"body": "late"}}),
         json!({"method": "DELETE", "path": "/users/:id", "response": {"status": 204}}),
+        json!({"method": "POST", "path": "/dedup", "dedup": true,
+               "response": {"status": 201, "body": {"order": "{{ uuid() }}"}}}),
     ];
     for e in &endpoints {
         let (status, body) = cp.post("/api/v1/apis/conf/endpoints", e).await?;
@@ -241,6 +243,34 @@ async fn scenario(edge: &Edge, cp: &ControlPlane) -> anyhow::Result<()> {
     assert_eq!(header("method not allowed", "allow").as_deref(), Some("POST"));
     assert_eq!(answer("graphql").body, json!({"data": {"me": {"id": "9"}}}));
     assert_eq!(answer("invalid").body["error"]["code"], "validation_failed");
+    // Deduplication, at both: the same request again gets the first answer, marked; another
+    // body does not. (The answers themselves differ between runtimes: each draws a uuid.)
+    for base in [&edge.url, &cp.url] {
+        let order = |body: &'static str| {
+            client
+                .post(format!("{base}/mock/conf/dedup"))
+                .header("authorization", "Bearer d")
+                .body(body)
+                .send()
+        };
+        let first = order(r#"{"sku": "A"}"#).await?;
+        assert_eq!(first.status(), 201, "{base}");
+        assert!(first.headers().get("x-mock-deduplicated").is_none(), "{base}");
+        let first: Value = first.json().await?;
+        let again = order(r#"{"sku": "A"}"#).await?;
+        assert_eq!(
+            (
+                again.status().as_u16(),
+                again.headers().get("x-mock-deduplicated").map(|v| v.as_bytes())
+            ),
+            (201, Some(&b"true"[..])),
+            "{base}"
+        );
+        assert_eq!(again.json::<Value>().await?, first, "{base}");
+        let other = order(r#"{"sku": "B"}"#).await?;
+        assert!(other.headers().get("x-mock-deduplicated").is_none(), "{base}");
+        assert_ne!(other.json::<Value>().await?, first, "{base}");
+    }
     // An unknown API, at both.
     for base in [&edge.url, &cp.url] {
         let r = client.get(format!("{base}/mock/no-such-api/x")).send().await?;

@@ -128,3 +128,57 @@ async fn openapi_import_and_export_on_postgres() -> anyhow::Result<()> {
     let cp = ControlPlane::start(&pg.fresh_database()?, None).await?;
     scenario(&cp, "PostgreSQL").await
 }
+
+/// A document over the 32 MiB limit is edgemock's JSON 413, not axum's plain text. Over a
+/// raw socket: the server answers before the upload ends and closes, so an HTTP client
+/// fails its write (broken pipe) before it reads the answer; here the upload runs in a task
+/// whose write errors are expected, while the answer is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_document_is_a_json_413() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let length = 33 * 1024 * 1024;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", cp.port)).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /api/v1/workspaces/default/apis/import HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n",
+        cp.owner_token
+    );
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..length / chunk.len() {
+            writer.write_all(&chunk).await?;
+        }
+        anyhow::Ok(())
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            if n == 0 || text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+                return anyhow::Ok(());
+            }
+        }
+    })
+    .await;
+    upload.abort();
+    read??;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    let body: Value = serde_json::from_str(body.trim())?;
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    // Nothing was stored.
+    let (_, apis) = cp.get("/api/v1/workspaces/default/apis").await?;
+    assert_eq!(apis["items"], json!([]), "{apis}");
+    cp.stop().await
+}

@@ -129,6 +129,7 @@ const TAGS: &[(&str, &str)] = &[
     ("graphql", "An API's GraphQL operations."),
     ("websockets", "An API's WebSocket mocks."),
     ("webhooks", "Subscriptions to a workspace's events."),
+    ("analytics", "Traffic of an API at the edge and in the native runtime; retention."),
 ];
 
 /// An operation's id (what generated clients call the method) and summary, for the
@@ -247,7 +248,7 @@ impl OperationInput for Caller {
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, DocResponse)> {
         // 404 too: a resource in a workspace the caller has no role in does not exist.
-        error_responses(ctx, operation, &[401, 403, 404])
+        error_responses(ctx, operation, &[401, 403, 404, 429])
     }
 }
 
@@ -356,7 +357,7 @@ impl OperationOutput for ApiError {
         ctx: &mut GenContext,
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, DocResponse)> {
-        error_responses(ctx, operation, &[400, 404, 409, 422])
+        error_responses(ctx, operation, &[400, 404, 409, 422, 503])
     }
 }
 
@@ -390,5 +391,7 @@ const ERROR_DESCRIPTIONS: &[(u16, &str)] = &[
     (409, "A conflict: a slug or subject already taken, or a concurrent change."),
     (413, "The body is too large."),
     (422, "A field is invalid; `field` names it."),
+    (429, "Over GLOBAL_RATE_LIMIT_RPM for this client: see Retry-After and X-RateLimit-*."),
     (502, "The edge refused or failed."),
+    (503, "The request did not finish within REQUEST_TIMEOUT_MS (nothing was stored)."),
 ];

@@ -128,6 +128,7 @@ async fn create_endpoint(
     Input(definition): Input<EndpointDefinition>,
 ) -> Result<Created<EndpointView>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
         .await?
@@ -175,6 +176,7 @@ async fn replace_endpoint(
     Input(definition): Input<EndpointDefinition>,
 ) -> Result<Json<EndpointView>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
         .await?
@@ -207,6 +209,7 @@ async fn delete_endpoint(
     Params(OfApiItem { api, id }): Params<OfApiItem>,
 ) -> Result<NoContent> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?.id;
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api)
         .await?

@@ -1,5 +1,11 @@
-//! Health probes for Kubernetes: `/health/live` (the process answers) and `/health/ready`
-//! (the database answers too).
+//! Health probes for Kubernetes, and `/metrics`:
+//! - `/health/live`: the process answers (restart it if not);
+//! - `/health/ready`: the database answers within `HEALTH_CHECK_TIMEOUT` (send traffic);
+//! - `/health/startup`: every migration this binary knows is applied (it has started);
+//! - `/health`: all of it with response times, plus version, uptime, memory and, on SQLite,
+//!   free disk space where the database lives. For people and dashboards; 503 when not ready.
+
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,31 +16,149 @@ use serde_json::{Value, json};
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready))
+    Router::new()
+        .route("/health", get(details))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health/startup", get(startup))
+        .route("/metrics", get(metrics))
 }
 
 async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// One dependency's check: `ok`, `error` or `timeout`, and how long it took.
+struct Check {
+    status: &'static str,
+    took: Duration,
+}
+
+impl Check {
+    fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    fn json(&self) -> Value {
+        json!({ "status": self.status, "response_time_ms": self.took.as_secs_f64() * 1000.0 })
+    }
+}
+
+async fn database(state: &AppState) -> Check {
+    let started = Instant::now();
     let check = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
+        state.health_timeout,
         sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db),
     )
     .await;
-    match check {
-        Ok(Ok(_)) => (StatusCode::OK, Json(json!({ "status": "ok", "database": "ok" }))),
+    let status = match check {
+        Ok(Ok(_)) => "ok",
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: database check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "error" })),
-            )
+            tracing::warn!(error = %e, "health: database check failed");
+            "error"
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "database": "timeout" })),
-        ),
+        Err(_) => "timeout",
+    };
+    Check { status, took: started.elapsed() }
+}
+
+/// Whether every migration of this binary is recorded as applied.
+async fn migrations(state: &AppState) -> (Check, usize, usize) {
+    let started = Instant::now();
+    let known = crate::db::MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).count();
+    let applied = tokio::time::timeout(
+        state.health_timeout,
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&state.db),
+    )
+    .await;
+    let (status, applied) = match applied {
+        Ok(Ok(n)) => {
+            let n = usize::try_from(n).unwrap_or_default();
+            (if n >= known { "ok" } else { "pending" }, n)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health: migrations check failed");
+            ("error", 0)
+        }
+        Err(_) => ("timeout", 0),
+    };
+    (Check { status, took: started.elapsed() }, applied, known)
+}
+
+fn verdict(ok: bool, body: Value) -> (StatusCode, Json<Value>) {
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let db = database(&state).await;
+    let status = if db.ok() { "ok" } else { "unavailable" };
+    verdict(db.ok(), json!({ "status": status, "database": db.status }))
+}
+
+async fn startup(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (check, applied, known) = migrations(&state).await;
+    let status = if check.ok() { "ok" } else { "starting" };
+    verdict(
+        check.ok(),
+        json!({ "status": status, "migrations": { "applied": applied, "known": known } }),
+    )
+}
+
+async fn details(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (db, (migrated, applied, known)) = tokio::join!(database(&state), migrations(&state));
+    let ok = db.ok() && migrated.ok();
+    let mut migrations = migrated.json();
+    migrations["applied"] = json!(applied);
+    migrations["known"] = json!(known);
+    verdict(
+        ok,
+        json!({
+            "status": if ok { "ok" } else { "unavailable" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+            "checks": { "database": db.json(), "migrations": migrations },
+            "memory": { "resident_bytes": resident_bytes() },
+            "disk": state.data_dir.as_deref().map(disk),
+        }),
+    )
+}
+
+/// This process's resident memory (Linux `/proc`; `null` elsewhere).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Free space where the SQLite database lives.
+fn disk(dir: &std::path::Path) -> Value {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => json!({
+            "path": dir.display().to_string(),
+            "available_bytes": s.f_bavail.saturating_mul(s.f_frsize),
+            "total_bytes": s.f_blocks.saturating_mul(s.f_frsize),
+        }),
+        Err(e) => json!({ "path": dir.display().to_string(), "error": e.to_string() }),
+    }
+}
+
+/// Prometheus' text format; a 404 with `METRICS_ENABLED=false`.
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.metrics {
+        Some(metrics) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            metrics.render(&state.db),
+        )
+            .into_response(),
+        None => crate::error::ApiError::NotFound("route".to_owned()).into_response(),
     }
 }

@@ -102,6 +102,7 @@ async fn import(
     let name = query.name.unwrap_or_else(|| imported.title.clone());
     validate_name("name", &name)?;
 
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     let api = db::insert_api(&mut *tx, &workspace.id, &slug, &name, "{}").await.map_err(|e| {
         match ApiError::from(e) {

@@ -70,8 +70,37 @@ async fn post_analytics(
     let received_at_ms =
         i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);
-    let stored =
+    if state.recorder.is_none() {
+        // ANALYTICS_ENABLED=false: accepted (so the edge does not retry) and not stored.
+        return Ok(Json(json!({
+            "received": batch.events.len(),
+            "stored": 0,
+            "duplicates": 0,
+            "disabled": true,
+        })));
+    }
+    let inserted =
         crate::db::insert_analytics_events(&state.db, &batch.events, received_at_ms).await?;
+    // The edge's answers in the mock metrics, each once: a redelivered event is not new.
+    if let Some(metrics) = &state.metrics {
+        let new: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+        for event in batch.events.iter().filter(|e| new.contains(e.id.as_str())) {
+            let endpoint = match (&event.endpoint_method, &event.endpoint_pattern) {
+                (Some(method), Some(pattern)) => format!("{method} {pattern}"),
+                _ => "-".to_owned(),
+            };
+            let labels = crate::metrics::MockLabels {
+                runtime: "edge",
+                api: &event.api_slug,
+                method: crate::metrics::method_label(&event.method),
+                endpoint: &endpoint,
+                status: event.status,
+            };
+            let took = std::time::Duration::from_millis(u64::from(event.latency_ms));
+            metrics.observe_mock(labels, took);
+        }
+    }
+    let stored = inserted.len() as u64;
     let received = batch.events.len() as u64;
     tracing::debug!(received, stored, "analytics batch ingested");
     Ok(Json(json!({

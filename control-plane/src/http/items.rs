@@ -213,6 +213,7 @@ async fn create<T: Item>(
     Input(item): Input<T>,
 ) -> Result<Created<ItemView<T>>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?;
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api.id)
         .await?
@@ -233,6 +234,7 @@ async fn replace<T: Item>(
     Input(item): Input<T>,
 ) -> Result<Json<ItemView<T>>> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?;
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     let api = db::bump_api_version(&mut *tx, &api.id)
         .await?
@@ -253,6 +255,7 @@ async fn remove<T: Item>(
     Params(OfApiItem { api, id }): Params<OfApiItem>,
 ) -> Result<NoContent> {
     let api = authorize_api(&state, &caller, &api, Role::Editor).await?;
+    let _turn = state.write_turn().await;
     let mut tx = state.db.begin().await?;
     // Version first: it takes the API's write lock before anything changes.
     db::bump_api_version(&mut *tx, &api.id).await?;

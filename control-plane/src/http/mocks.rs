@@ -3,9 +3,9 @@
 //! like the edge's (see [`crate::runtime`]).
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::routing::any;
 use edgemock_shared::MockResponse;
@@ -30,40 +30,37 @@ enum Protocol {
     Graphql,
 }
 
+// The handlers take the request whole: axum's `HeaderMap` and `Uri` extractors clone.
+
 async fn rest_root(
     State(state): State<AppState>,
     Path(api): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    serve(&state, &api, "/".to_owned(), Protocol::Rest, method, uri, headers, body).await
+    serve(&state, &api, "/".to_owned(), Protocol::Rest, request).await
 }
 
 async fn rest(
     State(state): State<AppState>,
     Path((api, path)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     // The raw path below the API prefix, still percent-encoded (as the engine expects).
-    let prefix = format!("/mock/{api}");
-    let raw = uri.path().strip_prefix(&prefix).map_or_else(|| format!("/{path}"), str::to_owned);
-    serve(&state, &api, raw, Protocol::Rest, method, uri, headers, body).await
+    let raw = request
+        .uri()
+        .path()
+        .strip_prefix("/mock/")
+        .and_then(|p| p.strip_prefix(api.as_str()))
+        .map_or_else(|| format!("/{path}"), str::to_owned);
+    serve(&state, &api, raw, Protocol::Rest, request).await
 }
 
 async fn graphql(
     State(state): State<AppState>,
     Path(api): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    serve(&state, &api, "/".to_owned(), Protocol::Graphql, method, uri, headers, body).await
+    serve(&state, &api, "/".to_owned(), Protocol::Graphql, request).await
 }
 
 /// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
@@ -88,32 +85,120 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     state: &AppState,
     api: &str,
     path: String,
     protocol: Protocol,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    let request_id = request_id(&headers);
-    let response = decide(state, api, path, protocol, method, uri, headers, body).await;
+    let request_id = request_id(request.headers());
+    let started = std::time::Instant::now();
+    let method = crate::metrics::method_label(request.method().as_str());
+    let raw_method = request.method().as_str().to_owned();
+    let (response, counted) = decide(state, api, path, protocol, request).await;
+    if let (Some(recorder), Some(facts)) = (&state.recorder, &counted.facts) {
+        recorder.record(event(api, &raw_method, protocol, &request_id, &response, facts, started));
+    }
+    if let Some(metrics) = &state.metrics {
+        let labels = crate::metrics::MockLabels {
+            runtime: "native",
+            api: if counted.api_exists { api } else { "-" },
+            method,
+            endpoint: counted.endpoint.as_deref().unwrap_or("-"),
+            status: response.status,
+        };
+        metrics.observe_mock(labels, started.elapsed());
+    }
     finish(response, &request_id)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a mock answer is counted under, beyond the request itself.
+#[derive(Default)]
+struct Counted {
+    api_exists: bool,
+    /// `METHOD pattern` of the matched endpoint (or GraphQL operation).
+    endpoint: Option<String>,
+    /// For the analytics event; `None` when no API answered (as at the edge, which records
+    /// events only for APIs it has).
+    facts: Option<Facts>,
+}
+
+struct Facts {
+    workspace_id: String,
+    api_id: String,
+    path: String,
+    request_bytes: u64,
+    endpoint: Option<(String, String)>,
+    proxied: bool,
+    deduplicated: bool,
+    validation_failed: bool,
+    near_miss: Option<String>,
+}
+
+/// The native answer as an analytics event: the edge's wire type, `source: "native"`.
+fn event(
+    api: &str,
+    method: &str,
+    protocol: Protocol,
+    request_id: &str,
+    response: &MockResponse,
+    facts: &Facts,
+    started: std::time::Instant,
+) -> edgemock_shared::analytics::AnalyticsEvent {
+    use edgemock_shared::analytics::{self, AnalyticsEvent, CacheOutcome};
+    let clip = |text: &str, max: usize| text.chars().take(max).collect::<String>();
+    AnalyticsEvent {
+        id: new_request_id(),
+        request_id: clip(request_id, analytics::MAX_TEXT_CHARS),
+        timestamp_ms: now_ms(),
+        source: "native".to_owned(),
+        workspace_id: facts.workspace_id.clone(),
+        api_id: facts.api_id.clone(),
+        api_slug: api.to_owned(),
+        protocol: match protocol {
+            Protocol::Rest => analytics::Protocol::Rest,
+            Protocol::Graphql => analytics::Protocol::Graphql,
+        },
+        endpoint_method: facts.endpoint.as_ref().map(|(m, _)| m.clone()),
+        endpoint_pattern: facts.endpoint.as_ref().map(|(_, p)| clip(p, analytics::MAX_PATH_CHARS)),
+        method: clip(method, analytics::MAX_TEXT_CHARS),
+        path: clip(&facts.path, analytics::MAX_PATH_CHARS),
+        status: response.status,
+        latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+        request_bytes: facts.request_bytes,
+        response_bytes: response.body.len() as u64,
+        country: None,
+        city: None,
+        colo: None,
+        proxied: facts.proxied,
+        deduplicated: facts.deduplicated,
+        cache: CacheOutcome::Bypass,
+        validation_failed: facts.validation_failed,
+        near_miss: facts.near_miss.as_deref().map(|n| clip(n, analytics::MAX_PATH_CHARS)),
+        snapshot_source: Some("native".to_owned()),
+    }
+}
+
 async fn decide(
     state: &AppState,
     api: &str,
     path: String,
     protocol: Protocol,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
+) -> (MockResponse, Counted) {
+    let mut counted = Counted::default();
+    let response = answer(state, api, path, protocol, request, &mut counted).await;
+    (response, counted)
+}
+
+async fn answer(
+    state: &AppState,
+    api: &str,
+    path: String,
+    protocol: Protocol,
+    request: Request,
+    counted: &mut Counted,
 ) -> MockResponse {
     let not_found = || {
         error(
@@ -134,27 +219,94 @@ async fn decide(
             return error(503, "store_unavailable", "the API cannot be loaded", json!({}));
         }
     };
+    // The workspace's rate limit, as at the edge: counted before anything else runs.
+    let workspace = &engine.snapshot().workspace;
+    let (limit, tier) = state.rate_limits.for_workspace(workspace);
+    let verdict = state.limiter.check(&format!("ws:{}", workspace.id), limit, tier, now_ms());
+    if let Some(verdict) = verdict.filter(|v| !v.allowed) {
+        let mut response = error(
+            429,
+            "rate_limited",
+            &format!(
+                "workspace '{}' is limited to {} requests a minute; retry in {} s",
+                workspace.slug, verdict.limit, verdict.reset_seconds
+            ),
+            json!({ "limit": verdict.limit, "retry_after_seconds": verdict.reset_seconds }),
+        );
+        response.headers.push(("retry-after".into(), verdict.reset_seconds.to_string()));
+        response.headers.extend(verdict.headers().map(|(n, v)| (n.to_owned(), v)));
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let body = if matches!(parts.method, Method::GET | Method::HEAD) {
+        Vec::new()
+    } else {
+        match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes.into(),
+            Err(_) => {
+                return error(
+                    413,
+                    "body_too_large",
+                    &format!("the request body is larger than {} bytes", super::MAX_BODY_BYTES),
+                    json!({}),
+                );
+            }
+        }
+    };
     let request = edgemock_shared::Request {
-        method: method.as_str().to_ascii_uppercase(),
+        method: parts.method.as_str().to_ascii_uppercase(),
         path,
-        query: uri.query().unwrap_or_default().to_owned(),
-        headers: headers
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers: parts
+            .headers
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
             .collect(),
-        body: if matches!(method, Method::GET | Method::HEAD) { Vec::new() } else { body.to_vec() },
+        body,
     };
+    counted.api_exists = true;
     let now_ms = now_ms();
     let seed = seed();
     let outcome = match protocol {
         Protocol::Rest => engine.handle(&request, now_ms, seed),
         Protocol::Graphql => engine.handle_graphql(&request, now_ms, seed),
     };
+    counted.endpoint = outcome.matched.as_ref().map(|m| format!("{} {}", m.method, m.pattern));
+    let snapshot = engine.snapshot();
+    let mut facts = Facts {
+        workspace_id: snapshot.workspace.id.clone(),
+        api_id: snapshot.api.id.clone(),
+        path: request.path.clone(),
+        request_bytes: request.body.len() as u64,
+        endpoint: outcome.matched.as_ref().map(|m| (m.method.clone(), m.pattern.clone())),
+        proxied: outcome.kind == edgemock_shared::OutcomeKind::Proxy,
+        deduplicated: false,
+        validation_failed: outcome.kind == edgemock_shared::OutcomeKind::ValidationFailed,
+        near_miss: outcome.near_misses.first().map(|m| format!("{} {}", m.method, m.path)),
+    };
+    // An identical request within the window gets the first answer again (before the
+    // delay, as at the edge).
+    let dedup_key = outcome.dedup_key.clone();
+    if let Some(key) = &dedup_key
+        && let Some(replay) = state.runtime.replay(api, key)
+    {
+        facts.deduplicated = true;
+        counted.facts = Some(facts);
+        return replay;
+    }
+    counted.facts = Some(facts);
     let delay = outcome.delay_ms;
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
     }
-    crate::runtime::respond(&state.runtime, &request, outcome, &format!("/mock/{api}")).await
+    let mut response = crate::runtime::respond(&state.runtime, &request, outcome, api).await;
+    if let Some(key) = &dedup_key {
+        state.runtime.remember_answer(api, key, &response);
+    }
+    if let Some(verdict) = verdict {
+        response.headers.extend(verdict.headers().map(|(n, v)| (n.to_owned(), v)));
+    }
+    response
 }
 
 thread_local! {

@@ -1,0 +1,206 @@
+//! Prometheus metrics at `GET /metrics` (`METRICS_ENABLED`, default true), with the
+//! `prometheus` crate and a registry of this process's own (so several control planes in one
+//! test process keep separate counts).
+//!
+//! Labels never carry a raw path, a query or an id a client can make up: routes are the
+//! router's templates (`/api/v1/apis/{api}`), mock endpoints are the patterns as defined
+//! (`GET /users/{id}`), an API is named only once it exists, and `workspace` only on a
+//! successful answer (so failed guesses cannot grow the series).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::db::Db;
+
+/// Latency buckets, in seconds: sub-millisecond mocks up to slow proxies and imports.
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    http_in_progress: IntGaugeVec,
+    mock_requests: IntCounterVec,
+    mock_duration: HistogramVec,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    db_connections: IntGaugeVec,
+    db_max_connections: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// What a mock answer is counted under.
+#[derive(Debug, Clone, Copy)]
+pub struct MockLabels<'a> {
+    /// `edge` or `native`.
+    pub runtime: &'a str,
+    /// The API's slug, or `-` when no API has that slug.
+    pub api: &'a str,
+    pub method: &'a str,
+    /// The matched endpoint as `METHOD pattern`, or `-`.
+    pub endpoint: &'a str,
+    pub status: u16,
+}
+
+impl Metrics {
+    pub fn new(max_connections: u32) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let http_labels = &["method", "route", "status", "workspace"];
+        let mock_labels = &["runtime", "api", "method", "endpoint", "status"];
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered, by matched route"),
+                http_labels,
+            )?,
+            http_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time to answer an HTTP request, by matched route",
+                )
+                .buckets(BUCKETS.to_vec()),
+                http_labels,
+            )?,
+            http_in_progress: IntGaugeVec::new(
+                Opts::new("http_requests_in_progress", "HTTP requests being answered"),
+                &["method", "route"],
+            )?,
+            mock_requests: IntCounterVec::new(
+                Opts::new(
+                    "mock_requests_total",
+                    "Mock answers, at the edge (from analytics) and in the native runtime",
+                ),
+                mock_labels,
+            )?,
+            mock_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "mock_response_duration_seconds",
+                    "Time to produce a mock answer, delays and proxying included",
+                )
+                .buckets(BUCKETS.to_vec()),
+                mock_labels,
+            )?,
+            cache_hits: IntCounterVec::new(
+                Opts::new("cache_hits_total", "Lookups answered from a cache"),
+                &["cache"],
+            )?,
+            cache_misses: IntCounterVec::new(
+                Opts::new("cache_misses_total", "Lookups a cache could not answer"),
+                &["cache"],
+            )?,
+            db_connections: IntGaugeVec::new(
+                Opts::new("db_pool_connections", "Database connections, by state"),
+                &["state"],
+            )?,
+            db_max_connections: IntGauge::new(
+                "db_pool_max_connections",
+                "Most database connections the pool opens",
+            )?,
+            registry,
+        };
+        metrics.db_max_connections.set(i64::from(max_connections));
+        let r = &metrics.registry;
+        r.register(Box::new(metrics.http_requests.clone()))?;
+        r.register(Box::new(metrics.http_duration.clone()))?;
+        r.register(Box::new(metrics.http_in_progress.clone()))?;
+        r.register(Box::new(metrics.mock_requests.clone()))?;
+        r.register(Box::new(metrics.mock_duration.clone()))?;
+        r.register(Box::new(metrics.cache_hits.clone()))?;
+        r.register(Box::new(metrics.cache_misses.clone()))?;
+        r.register(Box::new(metrics.db_connections.clone()))?;
+        r.register(Box::new(metrics.db_max_connections.clone()))?;
+        // CPU, memory, open files, threads, start time (Linux).
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(metrics)
+    }
+
+    /// The text exposition format, with the pool's figures as of now.
+    pub fn render(&self, db: &Db) -> String {
+        let size = i64::from(db.size());
+        let idle = i64::try_from(db.num_idle()).unwrap_or(i64::MAX);
+        self.db_connections.with_label_values(&["idle"]).set(idle);
+        self.db_connections.with_label_values(&["in_use"]).set(size - idle);
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a failure would be a registry bug.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The guard counts the request as in progress until it drops.
+    pub fn start(&self, method: &str, route: &str) -> InProgress {
+        let gauge = self.http_in_progress.with_label_values(&[method, route]);
+        gauge.inc();
+        InProgress(gauge)
+    }
+
+    pub fn observe_http(
+        &self,
+        method: &str,
+        route: &str,
+        status: u16,
+        workspace: &str,
+        took: Duration,
+    ) {
+        let status = status_label(status);
+        let labels = [method, route, status.as_str(), workspace];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_duration.with_label_values(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_mock(&self, labels: MockLabels<'_>, took: Duration) {
+        let status = status_label(labels.status);
+        let values = [labels.runtime, labels.api, labels.method, labels.endpoint, status.as_str()];
+        self.mock_requests.with_label_values(&values).inc();
+        self.mock_duration.with_label_values(&values).observe(took.as_secs_f64());
+    }
+
+    pub fn cache(&self, cache: &str, hit: bool) {
+        if hit {
+            self.cache_hits.with_label_values(&[cache]).inc();
+        } else {
+            self.cache_misses.with_label_values(&[cache]).inc();
+        }
+    }
+}
+
+/// Decrements `http_requests_in_progress` when the request is done, however it ends.
+#[derive(Debug)]
+pub struct InProgress(prometheus::IntGauge);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn status_label(status: u16) -> String {
+    // Only real status codes: anything else would be a label a client chose.
+    if (100..=599).contains(&status) { status.to_string() } else { "other".to_owned() }
+}
+
+/// A method as a label: the standard ones, `other` for the rest (a client can send any
+/// token as a method).
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "ANY" => "ANY",
+        _ => "other",
+    }
+}

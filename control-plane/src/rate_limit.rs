@@ -1,0 +1,118 @@
+//! Rate limits in fixed one-minute windows, as the edge counts them:
+//! - the native runtime, per workspace: the workspace's own `rate_limit_rpm`, else its plan's
+//!   (`WORKSPACE_RATE_LIMIT_RPM` 500 free, `PRO_RATE_LIMIT_RPM` 5000,
+//!   `ENTERPRISE_RATE_LIMIT_RPM` 50000 — the names and defaults the Worker reads);
+//! - the admin API, per client: `GLOBAL_RATE_LIMIT_RPM` (100), the client being its
+//!   credential (a hash of the `Authorization` header) or, without one, its address.
+//!
+//! `0` turns a limit off. Counts live in this process: with several replicas each counts
+//! its own share (a shared tier in Redis is the next step, see the README).
+//! An answer over the limit is a 429 with `Retry-After` and `X-RateLimit-Tier`, `-Limit`,
+//! `-Remaining`, `-Reset`; answers under it carry the `X-RateLimit-*` headers too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use edgemock_shared::model::{PlanTier, WorkspaceRef};
+
+const WINDOW_MS: i64 = 60_000;
+/// Keys kept before windows that are over are swept out.
+const SWEEP_AT: usize = 50_000;
+
+/// The limits of one deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub global_rpm: u32,
+    pub free_rpm: u32,
+    pub pro_rpm: u32,
+    pub enterprise_rpm: u32,
+}
+
+impl Limits {
+    /// The limit and tier of a workspace's mock traffic.
+    pub fn for_workspace(&self, workspace: &WorkspaceRef) -> (u32, &'static str) {
+        let (plan_rpm, tier) = match workspace.plan {
+            PlanTier::Free => (self.free_rpm, "free"),
+            PlanTier::Pro => (self.pro_rpm, "pro"),
+            PlanTier::Enterprise => (self.enterprise_rpm, "enterprise"),
+        };
+        (workspace.rate_limit_rpm.unwrap_or(plan_rpm), tier)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub tier: &'static str,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the window starts over.
+    pub reset_seconds: u64,
+}
+
+impl Verdict {
+    pub fn headers(&self) -> [(&'static str, String); 4] {
+        [
+            ("x-ratelimit-tier", self.tier.to_owned()),
+            ("x-ratelimit-limit", self.limit.to_string()),
+            ("x-ratelimit-remaining", self.remaining.to_string()),
+            ("x-ratelimit-reset", self.reset_seconds.to_string()),
+        ]
+    }
+}
+
+/// Counters by key for the current window.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    counts: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl Limiter {
+    /// Counts one request under `key` against `limit` at `now_ms`; `None` when `limit` is 0.
+    pub fn check(&self, key: &str, limit: u32, tier: &'static str, now_ms: i64) -> Option<Verdict> {
+        if limit == 0 {
+            return None;
+        }
+        let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() >= SWEEP_AT {
+            counts.retain(|_, (w, _)| *w == window);
+        }
+        let entry = counts.entry(key.to_owned()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        let allowed = entry.1 < limit;
+        if allowed {
+            entry.1 += 1;
+        }
+        let reset_ms = window + WINDOW_MS - now_ms;
+        Some(Verdict {
+            allowed,
+            tier,
+            limit,
+            remaining: limit.saturating_sub(entry.1),
+            reset_seconds: u64::try_from(reset_ms).unwrap_or_default().div_ceil(1000),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limiter;
+
+    #[test]
+    fn fixed_windows() {
+        let limiter = Limiter::default();
+        let at = 1_800_000_000_000_i64; // the start of a minute
+        let v = limiter.check("k", 2, "free", at).unwrap();
+        assert!(v.allowed && v.remaining == 1 && v.reset_seconds == 60);
+        assert!(limiter.check("k", 2, "free", at + 1).unwrap().allowed);
+        let over = limiter.check("k", 2, "free", at + 59_500).unwrap();
+        assert!(!over.allowed && over.remaining == 0 && over.reset_seconds == 1);
+        // Another key, and the next window, start from zero.
+        assert!(limiter.check("other", 2, "free", at + 2).unwrap().allowed);
+        assert!(limiter.check("k", 2, "free", at + 60_000).unwrap().allowed);
+        assert!(limiter.check("k", 0, "free", at).is_none());
+    }
+}

@@ -1,0 +1,136 @@
+//! The control plane's own answers get security headers, compression over 1 KB (not with
+//! `x-no-compression`), a deadline and CORS from `CORS_ALLOWED_ORIGINS`; mock answers get
+//! none of it (they are what the mock defines).
+
+use edgemock_e2e::ControlPlane;
+use reqwest::header::HeaderMap;
+use serde_json::json;
+use tempfile::TempDir;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_answers_are_hardened_and_mock_answers_untouched() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start_tuned(0, &ControlPlane::sqlite_url(&dir), None, None, |c| {
+        c.cors_allowed_origins = vec!["https://admin.example".into()];
+    })
+    .await?;
+    let (status, _) = cp.post("/api/v1/workspaces/default/apis", &json!({"slug": "m"})).await?;
+    assert_eq!(status, 201);
+    let big: Vec<_> = (0..100).map(|i| json!({"id": i, "name": "a name long enough"})).collect();
+    let (status, _) = cp
+        .post(
+            "/api/v1/apis/m/endpoints",
+            &json!({"method": "GET", "path": "/big", "response": {"body": big}}),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let plain = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", cp.url);
+
+    // Security headers on the admin API, a looser CSP on the docs page.
+    let r = cp.client.get(url("/api/v1/workspaces")).send().await?;
+    let h = r.headers();
+    assert_eq!(header(h, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(header(h, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(h, "referrer-policy"), Some("no-referrer"));
+    assert!(header(h, "content-security-policy").is_some_and(|v| v.contains("default-src 'none'")));
+    assert!(header(h, "strict-transport-security").is_some());
+    let r = plain.get(url("/api/docs")).send().await?;
+    assert!(
+        header(r.headers(), "content-security-policy")
+            .is_some_and(|v| v.contains("script-src 'self'"))
+    );
+    let r = plain.get(url("/health/live")).send().await?;
+    assert_eq!(header(r.headers(), "x-content-type-options"), Some("nosniff"));
+
+    // Request ids: the caller's when sane, a new one otherwise, on every answer.
+    let r =
+        cp.client.get(url("/api/v1/workspaces")).header("x-request-id", "trace-42").send().await?;
+    assert_eq!(header(r.headers(), "x-request-id"), Some("trace-42"));
+    let r = cp
+        .client
+        .get(url("/api/v1/workspaces"))
+        .header("x-request-id", "bad id\twith tab")
+        .send()
+        .await?;
+    let id = header(r.headers(), "x-request-id").unwrap_or_default().to_owned();
+    assert!(id.len() == 36 && !id.contains(' '), "{id}");
+    let r = plain.get(url("/health/live")).send().await?;
+    assert!(header(r.headers(), "x-request-id").is_some());
+
+    // Compression: over 1 KB when accepted, gzip or brotli; not with x-no-compression; not
+    // for small bodies.
+    for encoding in ["gzip", "br"] {
+        let r = plain
+            .get(url("/api/v1/openapi.json"))
+            .header("accept-encoding", encoding)
+            .send()
+            .await?;
+        assert_eq!(header(r.headers(), "content-encoding"), Some(encoding));
+    }
+    let r = plain
+        .get(url("/api/v1/openapi.json"))
+        .header("accept-encoding", "gzip")
+        .header("x-no-compression", "1")
+        .send()
+        .await?;
+    assert_eq!(header(r.headers(), "content-encoding"), None);
+    assert!(r.json::<serde_json::Value>().await?["openapi"].is_string());
+    let r = plain.get(url("/health/live")).header("accept-encoding", "gzip").send().await?;
+    assert_eq!(header(r.headers(), "content-encoding"), None);
+
+    // CORS for the configured origin only.
+    let preflight = |origin: &'static str| {
+        plain
+            .request(reqwest::Method::OPTIONS, url("/api/v1/workspaces"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let r = preflight("https://admin.example").await?;
+    assert_eq!(header(r.headers(), "access-control-allow-origin"), Some("https://admin.example"));
+    let r = preflight("https://evil.example").await?;
+    assert_eq!(header(r.headers(), "access-control-allow-origin"), None);
+
+    // A mock answer: none of ours, even over 1 KB with gzip accepted.
+    let r = plain.get(url("/mock/m/big")).header("accept-encoding", "gzip").send().await?;
+    assert_eq!(r.status(), 200);
+    for name in ["content-encoding", "x-frame-options", "content-security-policy"] {
+        assert_eq!(header(r.headers(), name), None, "{name} on a mock answer");
+    }
+    assert!(r.bytes().await?.len() > 1024);
+    cp.stop().await
+}
+
+/// A request past `REQUEST_TIMEOUT_MS` is a JSON 503, and its transaction is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_is_a_json_503_and_stores_nothing() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start_tuned(0, &ControlPlane::sqlite_url(&dir), None, None, |c| {
+        c.request_timeout_ms = 1;
+    })
+    .await?;
+    let document =
+        std::fs::read(edgemock_e2e::root().join("control-plane/tests/fixtures/catalog-3.1.json"))?;
+    let r = cp
+        .client
+        .post(format!("{}/api/v1/workspaces/default/apis/import", cp.url))
+        .header("content-type", "application/json")
+        .body(document)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    // Listing is fast enough for the deadline only sometimes; read the database instead.
+    cp.stop().await?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let (_, apis) = cp.get("/api/v1/workspaces/default/apis").await?;
+    assert_eq!(apis["items"], json!([]), "{apis}");
+    cp.stop().await
+}
