@@ -23,6 +23,14 @@ SCHEMATHESIS_VERSION="4.32.5"
 # The Standard Webhooks reference library, which verifies the webhook tests' signatures
 # (tests/webhooks_verify.py), installed into the same venv.
 STANDARDWEBHOOKS_VERSION="1.1.0"
+# The deployment checks' tools (scripts/check-deploy): PyPI wheels pinned in
+# scripts/ops-requirements.txt, in their own venv; promtool taken from the distribution's
+# prometheus package, whose version the distribution fixes (Debian 12: 2.42; CI's Ubuntu
+# 24.04: 2.45); any 2.x reads our rules alike. scripts/setup installs both.
+OPS_VENV="$ROOT/target/tools/ops-venv"
+PROMTOOL_VERSION="2"
+export KUBECTL="${KUBECTL:-$OPS_VENV/bin/kubectl}"
+export PROMTOOL="${PROMTOOL:-$ROOT/target/tools/bin/promtool}"
 wasm_bindgen_version() {
     awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' "$ROOT/Cargo.lock"
 }

@@ -16,6 +16,10 @@ pub struct Config {
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS` (`10`).
     pub database_max_connections: u32,
+    /// `DATABASE_MIGRATE` (`true`): apply pending migrations at start. `false`: apply none,
+    /// and wait until `edgemock migrate` has applied every migration this build knows
+    /// (Kubernetes runs it once per release, in a Job, so replicas never race).
+    pub database_migrate: bool,
     /// `EDGE_URL` (unset): the edge Worker's base URL. Unset disables publishing.
     pub edge_url: Option<String>,
     /// `EDGE_PUBLISH_TOKEN` (required with `EDGE_URL`): the secret shared with the edge.
@@ -78,6 +82,17 @@ pub enum LogFormat {
     Pretty,
 }
 
+impl LogFormat {
+    /// `LOG_FORMAT`: unset or `json`, or `pretty`.
+    pub fn parse(raw: Option<&str>) -> anyhow::Result<Self> {
+        match raw {
+            None | Some("json") => Ok(Self::Json),
+            Some("pretty") => Ok(Self::Pretty),
+            Some(other) => bail!("LOG_FORMAT={other:?} is not valid: use json or pretty"),
+        }
+    }
+}
+
 // Hand-written so the publish token never reaches a log line.
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +101,7 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("database_url", &redact_url(&self.database_url))
             .field("database_max_connections", &self.database_max_connections)
+            .field("database_migrate", &self.database_migrate)
             .field("edge_url", &self.edge_url)
             .field("edge_publish_token", &self.edge_publish_token.as_ref().map(|_| "<redacted>"))
             .field("publish_timeout", &self.publish_timeout)
@@ -135,6 +151,7 @@ impl Default for Config {
             port: 3000,
             database_url: "sqlite://edgemock.db?mode=rwc".to_owned(),
             database_max_connections: 10,
+            database_migrate: true,
             edge_url: None,
             edge_publish_token: None,
             publish_timeout: Duration::from_secs(10),
@@ -191,11 +208,7 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}")),
             }
         }
-        let log_format = match lookup("LOG_FORMAT").as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("pretty") => LogFormat::Pretty,
-            Some(other) => bail!("LOG_FORMAT={other:?} is not valid: use json or pretty"),
-        };
+        let log_format = LogFormat::parse(lookup("LOG_FORMAT").as_deref())?;
         let edge_url = lookup("EDGE_URL").map(|u| u.trim_end_matches('/').to_owned());
         if let Some(url) = &edge_url {
             reqwest::Url::parse(url).with_context(|| format!("EDGE_URL={url:?} is not a URL"))?;
@@ -215,6 +228,7 @@ impl Config {
                 lookup("DATABASE_MAX_CONNECTIONS"),
                 defaults.database_max_connections,
             )?,
+            database_migrate: parse("DATABASE_MIGRATE", lookup("DATABASE_MIGRATE"), true)?,
             edge_url,
             edge_publish_token,
             publish_timeout: Duration::from_millis(parse(
@@ -403,9 +417,16 @@ mod tests {
         assert!(c.webhooks_enabled);
         assert_eq!(c.webhook_retry_attempts, 3);
         assert_eq!(c.webhook_retry_delay, Duration::from_secs(1));
-        let c = from(&[("PORT", "8080"), ("EDGE_URL", "http://x:1/"), ("EDGE_PUBLISH_TOKEN", "t")])
-            .unwrap();
+        assert!(c.database_migrate);
+        let c = from(&[
+            ("PORT", "8080"),
+            ("EDGE_URL", "http://x:1/"),
+            ("EDGE_PUBLISH_TOKEN", "t"),
+            ("DATABASE_MIGRATE", "false"),
+        ])
+        .unwrap();
         assert_eq!(c.port, 8080);
+        assert!(!c.database_migrate);
         assert_eq!(c.edge_url.as_deref(), Some("http://x:1"));
     }
 
@@ -417,6 +438,7 @@ mod tests {
             (vec![("EDGE_URL", "not a url"), ("EDGE_PUBLISH_TOKEN", "t")], "EDGE_URL"),
             (vec![("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (vec![("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (vec![("DATABASE_MIGRATE", "no")], "DATABASE_MIGRATE"),
             (vec![("JWT_SECRET", "short")], "JWT_SECRET"),
             (vec![("WEBHOOK_RETRY_ATTEMPTS", "-1")], "WEBHOOK_RETRY_ATTEMPTS"),
             (vec![("WEBHOOK_RETRY_ATTEMPTS", "21")], "WEBHOOK_RETRY_ATTEMPTS"),

@@ -7,7 +7,7 @@
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -16,11 +16,18 @@ pub type Db = AnyPool;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Opens the pool and applies pending migrations.
+/// Opens the pool and applies pending migrations ([`migrate`]).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+    let pool = open(url, max_connections).await?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Opens the pool, leaving the schema as it is.
+pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Db> {
     install_default_drivers();
     let is_sqlite = url.starts_with("sqlite:");
-    let pool = AnyPoolOptions::new()
+    AnyPoolOptions::new()
         // An in-memory SQLite database exists per connection; share one.
         .max_connections(if url.contains(":memory:") { 1 } else { max_connections })
         .after_connect(move |conn, _meta| {
@@ -34,9 +41,55 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
         })
         .connect(url)
         .await
-        .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))?;
-    MIGRATOR.run(&pool).await.context("cannot apply the database migrations")?;
-    Ok(pool)
+        .with_context(|| format!("cannot open the database {}", crate::config::redact_url(url)))
+}
+
+/// Applies the migrations the database lacks, under sqlx's migration lock (an advisory lock
+/// on PostgreSQL), and answers the versions that were pending when it began. Migrations newer than this build, applied by a
+/// later release, are left alone, so a rolled-back release still starts (see the runbook:
+/// every migration stays compatible with the release before it).
+pub async fn migrate(db: &Db) -> anyhow::Result<Vec<i64>> {
+    let pending = pending_migrations(db).await?;
+    let migrator = Migrator {
+        migrations: MIGRATOR.migrations.clone(),
+        ignore_missing: true,
+        ..Migrator::DEFAULT
+    };
+    migrator.run(db).await.context("cannot apply the database migrations")?;
+    Ok(pending)
+}
+
+/// The versions of this build's migrations that the database has not applied yet, oldest
+/// first. An error if a migration failed half-way or was changed after it was applied.
+/// Reads under the migration lock, like `migrate`: concurrent `CREATE TABLE IF NOT EXISTS`
+/// of sqlx's bookkeeping table can fail on PostgreSQL.
+pub async fn pending_migrations(db: &Db) -> anyhow::Result<Vec<i64>> {
+    let mut conn = db.acquire().await?;
+    conn.lock().await?;
+    let pending = unapplied(&mut conn).await;
+    let unlocked = conn.unlock().await;
+    let pending = pending?;
+    unlocked?;
+    Ok(pending)
+}
+
+async fn unapplied(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<i64>> {
+    conn.ensure_migrations_table().await?;
+    if let Some(version) = conn.dirty_version().await? {
+        anyhow::bail!("migration {version} failed part-way; repair the database by hand");
+    }
+    let applied = conn.list_applied_migrations().await?;
+    let mut pending = Vec::new();
+    for migration in MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()) {
+        match applied.iter().find(|a| a.version == migration.version) {
+            Some(a) if a.checksum != migration.checksum => {
+                anyhow::bail!("migration {} was changed after it was applied", migration.version)
+            }
+            Some(_) => {}
+            None => pending.push(migration.version),
+        }
+    }
+    Ok(pending)
 }
 
 /// The current time as stored: `2026-11-23T09:00:00.123456Z` (fixed width, so text order is
@@ -1331,4 +1384,57 @@ pub async fn claim_event_window<'c>(
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions() -> Vec<i64> {
+        MIGRATOR.iter().map(|m| m.version).collect()
+    }
+
+    #[tokio::test]
+    async fn migrate_applies_what_is_pending_once() {
+        let db = open("sqlite::memory:", 1).await.unwrap();
+        assert_eq!(pending_migrations(&db).await.unwrap(), versions());
+        assert_eq!(migrate(&db).await.unwrap(), versions());
+        assert!(pending_migrations(&db).await.unwrap().is_empty());
+        assert!(migrate(&db).await.unwrap().is_empty(), "a second run applies nothing");
+    }
+
+    #[tokio::test]
+    async fn a_newer_release_s_migrations_are_left_alone() {
+        // A rolled-back release meets the migrations of the release it replaced.
+        let db = connect("sqlite::memory:", 1).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99991231000000, 'from the future', TRUE, x'00', 0)",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        assert!(pending_migrations(&db).await.unwrap().is_empty());
+        assert!(migrate(&db).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_changed_or_failed_migration_is_an_error() {
+        let db = connect("sqlite::memory:", 1).await.unwrap();
+        let first = versions()[0];
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = $1")
+            .bind(first)
+            .execute(&db)
+            .await
+            .unwrap();
+        let err = pending_migrations(&db).await.unwrap_err().to_string();
+        assert!(err.contains("changed after it was applied"), "{err}");
+        sqlx::query("UPDATE _sqlx_migrations SET success = FALSE WHERE version = $1")
+            .bind(first)
+            .execute(&db)
+            .await
+            .unwrap();
+        let err = pending_migrations(&db).await.unwrap_err().to_string();
+        assert!(err.contains("failed part-way"), "{err}");
+    }
 }

@@ -61,10 +61,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects the database, applies migrations, builds the router and binds the port.
+    /// Connects the database, applies migrations (or, with `DATABASE_MIGRATE=false`, waits
+    /// for `edgemock migrate` to have applied them), builds the router and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.check_jwt_secret()?;
-        let db = db::connect(&config.database_url, config.database_max_connections).await?;
+        let db = db::open(&config.database_url, config.database_max_connections).await?;
+        if config.database_migrate {
+            for version in db::migrate(&db).await? {
+                tracing::info!(version, "applied a database migration");
+            }
+        } else {
+            wait_for_migrations(&db).await?;
+        }
         if let Some(workspace) = db::ensure_default_workspace(&db).await? {
             tracing::info!(workspace = %workspace.slug, "created the default workspace");
         }
@@ -216,6 +224,28 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Polls until every migration this build knows is applied. Bounded by whoever runs us: in
+/// Kubernetes the startup probe restarts a container that waits too long.
+async fn wait_for_migrations(db: &db::Db) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut told = None::<std::time::Instant>;
+    loop {
+        let pending = db::pending_migrations(db).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if told.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+            tracing::warn!(
+                ?pending,
+                waited_s = started.elapsed().as_secs(),
+                "DATABASE_MIGRATE=false and migrations are pending: waiting for `edgemock migrate`"
+            );
+            told = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

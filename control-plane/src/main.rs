@@ -1,12 +1,15 @@
-//! `edgemock`: runs the control plane (`edgemock` or `edgemock serve`), mints admin tokens
-//! (`edgemock token`), and manages mocks as code against a running control plane
-//! (`edgemock apply`, `import`, `export`).
+//! `edgemock`: runs the control plane (`edgemock` or `edgemock serve`), applies the database
+//! migrations and exits (`edgemock migrate`), probes a local server (`edgemock healthcheck`,
+//! for the container image), mints admin tokens (`edgemock token`), and
+//! manages mocks as code against a running control plane (`edgemock apply`, `import`,
+//! `export`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use edgemock_control_plane::auth::{Claims, Role, Tokens};
-use edgemock_control_plane::{Application, Config, cli, telemetry};
+use edgemock_control_plane::config::{self, LogFormat};
+use edgemock_control_plane::{Application, Config, cli, db, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "edgemock", version, about = "The edgemock control plane")]
@@ -36,6 +39,15 @@ impl Remote {
 enum Command {
     /// Run the control plane (the default). Settings come from the environment and `.env`.
     Serve,
+    /// Apply pending database migrations (`DATABASE_URL`) and exit: run it once per release
+    /// and the replicas with `DATABASE_MIGRATE=false`, so they never race.
+    Migrate,
+    /// Exit 0 if the control plane on this host answers `/health/live` on `PORT`, else 1
+    /// (the container image's HEALTHCHECK: the runtime image has no curl).
+    Healthcheck {
+        #[arg(long, env = "PORT", default_value_t = 3000)]
+        port: u16,
+    },
     /// Print an admin JWT signed with `JWT_SECRET`.
     Token {
         /// Who the token is for (the `sub` claim).
@@ -103,6 +115,20 @@ async fn main() -> anyhow::Result<()> {
     let dotenv = dotenvy::dotenv();
     match cli.command {
         None | Some(Command::Serve) => {}
+        Some(Command::Migrate) => {
+            if let Err(e) = migrate().await {
+                tracing::error!(error = format!("{e:#}"), "migration failed");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Some(Command::Healthcheck { port }) => {
+            if let Err(e) = healthcheck(port).await {
+                eprintln!("edgemock: unhealthy: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Some(Command::Token { sub, role, workspaces, hours }) => {
             return token(sub, &role, workspaces, hours);
         }
@@ -127,6 +153,42 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
     Application::build(config).await?.run_until_stopped().await
+}
+
+/// `edgemock migrate`: needs only `DATABASE_URL` (and `LOG_LEVEL`, `LOG_FORMAT`), not the
+/// server's secrets.
+async fn migrate() -> anyhow::Result<()> {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let format = match LogFormat::parse(var("LOG_FORMAT").as_deref()) {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("edgemock: configuration error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(&var("LOG_LEVEL").unwrap_or_else(|| "info".into()), format);
+    let url = var("DATABASE_URL").unwrap_or_else(|| Config::default().database_url);
+    let db = db::open(&url, 1).await?;
+    let applied = db::migrate(&db).await?;
+    for version in &applied {
+        tracing::info!(version, "applied a database migration");
+    }
+    tracing::info!(
+        applied = applied.len(),
+        known = db::MIGRATOR.iter().count(),
+        database = %config::redact_url(&url),
+        "the database is up to date"
+    );
+    db.close().await;
+    Ok(())
+}
+
+async fn healthcheck(port: u16) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let url = format!("http://127.0.0.1:{port}/health/live");
+    let status = client.get(&url).send().await?.status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    Ok(())
 }
 
 fn token(sub: String, role: &str, workspaces: Vec<String>, hours: u64) -> anyhow::Result<()> {
@@ -213,7 +275,8 @@ async fn remote(command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&document)?);
             }
         }
-        Command::Serve | Command::Token { .. } => {}
+        Command::Serve | Command::Migrate | Command::Healthcheck { .. } | Command::Token { .. } => {
+        }
     }
     Ok(())
 }

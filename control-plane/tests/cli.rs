@@ -1,5 +1,6 @@
 //! `edgemock apply | import | export` against a real control plane (in this process, on
-//! SQLite), through the real binary.
+//! SQLite), and `edgemock migrate` beside a server that does not migrate, through the real
+//! binary.
 
 #![allow(clippy::unwrap_used)]
 
@@ -139,4 +140,74 @@ async fn apply_import_export() {
     let (code, _, err) = edgemock(&bad_token, &["export", "pets"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("401"), "{err}");
+}
+
+/// Runs the binary with only `envs` added to the environment; answers (exit code, stdout,
+/// stderr).
+async fn edgemock_with(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgemock"));
+    command.args(args).envs(envs.iter().copied());
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What Kubernetes does (k8s/base/migrate-job.yaml): replicas start with
+/// `DATABASE_MIGRATE=false` and wait, and `edgemock migrate` applies the migrations once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_once_and_a_server_without_migrations_waits_for_it() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("migrate.db").display());
+    let config = Config {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        database_url: url.clone(),
+        database_migrate: false,
+        jwt_secret: SECRET.into(),
+        log_level: "warn".into(),
+        ..Config::default()
+    };
+    let build = tokio::spawn(Application::build(config));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!build.is_finished(), "the server waits while migrations are pending");
+
+    let env = [("DATABASE_URL", url.as_str()), ("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")];
+    let (code, out, err) = edgemock_with(&["migrate"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("applied a database migration"), "{err}");
+    assert!(err.contains("the database is up to date"), "{err}");
+    assert!(!err.contains("JWT_SECRET"), "migrate needs no server secrets: {err}");
+
+    let app = tokio::time::timeout(std::time::Duration::from_secs(10), build)
+        .await
+        .expect("the server starts once the migrations are applied")
+        .unwrap()
+        .unwrap();
+    let url_base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    let ready = reqwest::get(format!("{url_base}/health/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    // The image's HEALTHCHECK.
+    let port = url_base.rsplit(':').next().unwrap().to_owned();
+    let (code, _, err) = edgemock_with(&["healthcheck", "--port", &port], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, _, err) = edgemock_with(&["healthcheck", "--port", &closed.to_string()], &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unhealthy"), "{err}");
+
+    // A second run has nothing to do.
+    let (code, out, err) = edgemock_with(&["migrate"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("applied a database migration"), "{err}");
+    assert!(err.contains("\"applied\":0"), "{err}");
+
+    // A database it cannot open is an exit code, not a hang.
+    let missing = format!("sqlite://{}", dir.path().join("no/such/dir.db").display());
+    let bad = [("DATABASE_URL", missing.as_str()), ("LOG_FORMAT", "json")];
+    let (code, _, err) = edgemock_with(&["migrate"], &bad).await;
+    assert_eq!(code, 1, "{err}");
 }

@@ -342,5 +342,32 @@ async fn admin_api_on_postgres() -> anyhow::Result<()> {
     let (_, api) = cp.get("/api/v1/apis/pets").await?;
     assert_eq!(api["version"], 24, "20 endpoint writes, 4 GraphQL and WebSocket writes");
     drop(cp);
+    migrations_race_safely(&pg.fresh_database()?).await?;
     ingest_scenario(&url).await
+}
+
+/// The migration Job and replicas checking for pending migrations, all at once on a fresh
+/// PostgreSQL database (k8s/base/migrate-job.yaml): the migration lock serializes them, and
+/// every migration is applied exactly once.
+async fn migrations_race_safely(url: &str) -> anyhow::Result<()> {
+    use edgemock_control_plane::db;
+    let mut racers = Vec::new();
+    for _ in 0..4 {
+        let url = url.to_owned();
+        racers.push(tokio::spawn(async move {
+            let db = db::open(&url, 2).await?;
+            db::pending_migrations(&db).await?;
+            let applied = db::migrate(&db).await?;
+            anyhow::Ok(applied)
+        }));
+    }
+    for racer in racers {
+        racer.await??;
+    }
+    let db = db::open(url, 1).await?;
+    assert!(db::pending_migrations(&db).await?.is_empty());
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&db).await?;
+    assert_eq!(rows, i64::try_from(db::MIGRATOR.iter().count())?);
+    Ok(())
 }
