@@ -23,7 +23,7 @@ COUNTERS_AND_GAUGES = {
     "http_requests_total", "http_requests_in_progress", "mock_requests_total",
     "webhook_deliveries_total", "cache_hits_total", "cache_misses_total",
     "rate_limit_exceeded_total",
-    # Still to be exported by issue 6 (docs/runbook.md lists them).
+    # edgemock's own: publish failures and the edge analytics lag.
     "edgemock_publish_failures_total", "edgemock_analytics_lag_seconds",
     # Prometheus' own, per scrape target.
     "up",

@@ -86,17 +86,18 @@ impl Application {
                 _ => None,
             };
         let outbox = webhooks::Outbox::new();
-        let publisher = Publisher::new(db.clone(), sink, outbox.clone());
+        let metrics = if config.metrics_enabled {
+            Some(Arc::new(metrics::Metrics::new(config.database_max_connections)?))
+        } else {
+            None
+        };
+        let publisher = Publisher::new(db.clone(), sink, outbox.clone())
+            .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()));
         let (recorder, writer) = if config.analytics_enabled {
             let (recorder, writer) = analytics::Recorder::new(db.clone());
             (Some(recorder), Some(writer))
         } else {
             (None, None)
-        };
-        let metrics = if config.metrics_enabled {
-            Some(Arc::new(metrics::Metrics::new(config.database_max_connections)?))
-        } else {
-            None
         };
         let proxy_policy = edgemock_shared::proxy::ProxyPolicy {
             allow_http: config.proxy_allow_http,

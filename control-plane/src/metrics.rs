@@ -33,6 +33,9 @@ pub struct Metrics {
     db_max_connections: IntGauge,
     webhook_deliveries: IntCounterVec,
     webhook_duration: HistogramVec,
+    publish_failures: prometheus::IntCounter,
+    analytics_lag: prometheus::Gauge,
+    rate_limited: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,6 +110,18 @@ impl Metrics {
                 "db_pool_max_connections",
                 "Most database connections the pool opens",
             )?,
+            publish_failures: prometheus::IntCounter::new(
+                "edgemock_publish_failures_total",
+                "Snapshot publishes to the edge that failed (each is retried)",
+            )?,
+            analytics_lag: prometheus::Gauge::new(
+                "edgemock_analytics_lag_seconds",
+                "How long the newest event of the last stored edge analytics batch took to arrive",
+            )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new("rate_limit_exceeded_total", "Requests refused with a 429"),
+                &["scope"],
+            )?,
             webhook_deliveries: IntCounterVec::new(
                 Opts::new(
                     "webhook_deliveries_total",
@@ -136,6 +151,9 @@ impl Metrics {
         r.register(Box::new(metrics.cache_misses.clone()))?;
         r.register(Box::new(metrics.db_connections.clone()))?;
         r.register(Box::new(metrics.db_max_connections.clone()))?;
+        r.register(Box::new(metrics.publish_failures.clone()))?;
+        r.register(Box::new(metrics.analytics_lag.clone()))?;
+        r.register(Box::new(metrics.rate_limited.clone()))?;
         r.register(Box::new(metrics.webhook_deliveries.clone()))?;
         r.register(Box::new(metrics.webhook_duration.clone()))?;
         // CPU, memory, open files, threads, start time (Linux).
@@ -191,6 +209,21 @@ impl Metrics {
         let labels = [event, outcome];
         self.webhook_deliveries.with_label_values(&labels).inc();
         self.webhook_duration.with_label_values(&labels).observe(took.as_secs_f64());
+    }
+
+    /// The counter the publisher increments on a failed attempt.
+    pub fn publish_failures(&self) -> prometheus::IntCounter {
+        self.publish_failures.clone()
+    }
+
+    /// Sets the analytics lag from the newest event of a stored batch.
+    pub fn analytics_lag(&self, seconds: f64) {
+        self.analytics_lag.set(seconds.max(0.0));
+    }
+
+    /// A 429, by `scope`: `client` (admin API) or `workspace` (native runtime).
+    pub fn rate_limited(&self, scope: &str) {
+        self.rate_limited.with_label_values(&[scope]).inc();
     }
 
     pub fn cache(&self, cache: &str, hit: bool) {

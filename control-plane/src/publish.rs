@@ -176,6 +176,8 @@ pub struct Publisher {
     /// Bumped by every [`Publisher::wake`], i.e. every committed change: the native
     /// runtime's cache compares against it.
     changes: Arc<std::sync::atomic::AtomicU64>,
+    /// `edgemock_publish_failures_total`, when metrics are on.
+    failures: Option<prometheus::IntCounter>,
 }
 
 impl Publisher {
@@ -186,7 +188,21 @@ impl Publisher {
         sink: Option<Arc<dyn SnapshotSink>>,
         outbox: crate::webhooks::Outbox,
     ) -> Self {
-        Self { db, sink, wake: Arc::new(Notify::new()), outbox, changes: Arc::default() }
+        Self {
+            db,
+            sink,
+            wake: Arc::new(Notify::new()),
+            outbox,
+            changes: Arc::default(),
+            failures: None,
+        }
+    }
+
+    /// Counts failed publish attempts in `failures`.
+    #[must_use]
+    pub fn with_failure_counter(mut self, failures: Option<prometheus::IntCounter>) -> Self {
+        self.failures = failures;
+        self
     }
 
     pub fn enabled(&self) -> bool {
@@ -241,6 +257,9 @@ impl Publisher {
                 let delay = retry_delay(u32::try_from(attempts + 1).unwrap_or(u32::MAX));
                 let next = db::format_timestamp(time::OffsetDateTime::now_utc() + delay);
                 let message = format!("{e:#}");
+                if let Some(failures) = &self.failures {
+                    failures.inc();
+                }
                 let mut tx = self.db.begin().await?;
                 db::update_api_publish_failed(&mut *tx, api_id, &message, &next).await?;
                 let mut queued = 0;

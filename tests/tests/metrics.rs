@@ -143,6 +143,9 @@ async fn metrics_count_admin_native_and_edge_traffic() -> anyhow::Result<()> {
     expect(r#"cache_misses_total{cache="engine"}"#, 2.0);
     expect(r#"cache_hits_total{cache="engine"}"#, 3.0);
     expect("db_pool_max_connections", 10.0);
+    expect("edgemock_publish_failures_total", 0.0);
+    // The edge's events are from 1_795_000_000_000 ms: days before any run of this test.
+    assert!(value(&scrape, "edgemock_analytics_lag_seconds").is_some_and(|v| v > 86_400.0));
     expect(r#"http_requests_in_progress{method="GET",route="/metrics"}"#, 1.0);
     assert!(value(&scrape, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
     for raw in ["/users/42", "/mock/m/", "made-up-api", "guess-123", "/items/7"] {

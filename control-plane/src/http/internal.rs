@@ -89,6 +89,16 @@ async fn post_analytics(
     // The edge's answers in the mock metrics, each once: a redelivered event is not new.
     if let Some(metrics) = &state.metrics {
         let new: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+        let newest = batch
+            .events
+            .iter()
+            .filter(|e| new.contains(e.id.as_str()))
+            .map(|e| e.timestamp_ms)
+            .max();
+        if let Some(newest) = newest {
+            #[allow(clippy::cast_precision_loss)] // milliseconds: far inside f64's range
+            metrics.analytics_lag((received_at_ms - newest) as f64 / 1000.0);
+        }
         for event in batch.events.iter().filter(|e| new.contains(e.id.as_str())) {
             let endpoint = match (&event.endpoint_method, &event.endpoint_pattern) {
                 (Some(method), Some(pattern)) => format!("{method} {pattern}"),

@@ -224,6 +224,9 @@ async fn answer(
     let (limit, tier) = state.rate_limits.for_workspace(workspace);
     let verdict = state.limiter.check(&format!("ws:{}", workspace.id), limit, tier, now_ms());
     if let Some(verdict) = verdict.filter(|v| !v.allowed) {
+        if let Some(metrics) = &state.metrics {
+            metrics.rate_limited("workspace");
+        }
         let mut response = error(
             429,
             "rate_limited",

@@ -198,6 +198,9 @@ async fn limit_clients(
     let mut response = if verdict.allowed {
         next.run(request).await
     } else {
+        if let Some(metrics) = &state.metrics {
+            metrics.rate_limited("client");
+        }
         let mut response = ApiError::RateLimited(format!(
             "this client is limited to {} requests a minute (GLOBAL_RATE_LIMIT_RPM); retry in {} s",
             verdict.limit, verdict.reset_seconds
