@@ -83,7 +83,11 @@ async fn unapplied(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<i64>> {
     for migration in MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()) {
         match applied.iter().find(|a| a.version == migration.version) {
             Some(a) if a.checksum != migration.checksum => {
-                anyhow::bail!("migration {} was changed after it was applied", migration.version)
+                anyhow::bail!(
+                    "migration {} was changed after it was applied (a database from an \
+                     unreleased build? for a local SQLite file, start again: rm -rf data)",
+                    migration.version
+                )
             }
             Some(_) => {}
             None => pending.push(migration.version),
