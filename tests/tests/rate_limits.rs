@@ -98,11 +98,14 @@ async fn limits_hold_per_client_and_per_workspace() -> anyhow::Result<()> {
             (Some("rate_limited"), Some(limit))
         );
     }
+    // A WebSocket handshake counts too (as at the edge): the workspace is over its limit.
+    let r = plain.get(url("/ws/s/feed")).header("upgrade", "websocket").send().await?;
+    assert_eq!(r.status(), 429);
     // Every refusal is counted, by scope.
     let scrape = plain.get(url("/metrics")).send().await?.text().await?;
     for (series, want) in [
         (r#"rate_limit_exceeded_total{scope="client"} "#, "1"),
-        (r#"rate_limit_exceeded_total{scope="workspace"} "#, "2"),
+        (r#"rate_limit_exceeded_total{scope="workspace"} "#, "3"),
     ] {
         let line = scrape.lines().find(|l| l.starts_with(series)).unwrap_or_default();
         assert_eq!(line.strip_prefix(series), Some(want), "{series} in:\n{scrape}");

@@ -63,6 +63,70 @@ async fn graphql(
     serve(&state, &api, "/".to_owned(), Protocol::Graphql, request).await
 }
 
+/// The compiled API published under `api`, as REST, GraphQL and WebSocket mocks all need it:
+/// a bad slug or no such API is the edge's 404 `api_not_found`, an API that cannot be
+/// loaded a 503.
+pub(super) async fn load(
+    state: &AppState,
+    api: &str,
+) -> Result<std::sync::Arc<edgemock_shared::Engine>, MockResponse> {
+    let not_found = || {
+        error(
+            404,
+            "api_not_found",
+            &format!("no API is published with slug '{api}'"),
+            json!({ "api": api }),
+        )
+    };
+    if validate_slug("apiSlug", api).is_err() {
+        return Err(not_found());
+    }
+    match state.runtime.engine(api).await {
+        Ok(Some(engine)) => Ok(engine),
+        Ok(None) => Err(not_found()),
+        Err(e) => {
+            tracing::error!(api, error = %e, "cannot load the API for the native runtime");
+            Err(error(503, "store_unavailable", "the API cannot be loaded", json!({})))
+        }
+    }
+}
+
+/// Counts one request (or WebSocket handshake, as the edge does) against the workspace's
+/// rate limit: the verdict, whose headers go on the answer, or the edge's 429.
+pub(super) fn limit(
+    state: &AppState,
+    engine: &edgemock_shared::Engine,
+) -> Result<Option<crate::rate_limit::Verdict>, MockResponse> {
+    let workspace = &engine.snapshot().workspace;
+    let (limit, tier) = state.rate_limits.for_workspace(workspace);
+    let verdict = state.limiter.check(&format!("ws:{}", workspace.id), limit, tier, now_ms());
+    let Some(refused) = verdict.filter(|v| !v.allowed) else { return Ok(verdict) };
+    if let Some(metrics) = &state.metrics {
+        metrics.rate_limited("workspace");
+    }
+    let mut response = error(
+        429,
+        "rate_limited",
+        &format!(
+            "workspace '{}' is limited to {} requests a minute; retry in {} s",
+            workspace.slug, refused.limit, refused.reset_seconds
+        ),
+        json!({ "limit": refused.limit, "retry_after_seconds": refused.reset_seconds }),
+    );
+    response.headers.push(("retry-after".into(), refused.reset_seconds.to_string()));
+    response.headers.extend(refused.headers().map(|(n, v)| (n.to_owned(), v)));
+    Err(response)
+}
+
+/// Request headers as the engine reads them (values that are not text are left out, as at
+/// the edge).
+pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect()
+}
+
 /// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
 pub(super) fn request_id(headers: &HeaderMap) -> String {
     let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -200,46 +264,15 @@ async fn answer(
     request: Request,
     counted: &mut Counted,
 ) -> MockResponse {
-    let not_found = || {
-        error(
-            404,
-            "api_not_found",
-            &format!("no API is published with slug '{api}'"),
-            json!({ "api": api }),
-        )
+    let engine = match load(state, api).await {
+        Ok(engine) => engine,
+        Err(refusal) => return refusal,
     };
-    if validate_slug("apiSlug", api).is_err() {
-        return not_found();
-    }
-    let engine = match state.runtime.engine(api).await {
-        Ok(Some(engine)) => engine,
-        Ok(None) => return not_found(),
-        Err(e) => {
-            tracing::error!(api, error = %e, "cannot load the API for the native runtime");
-            return error(503, "store_unavailable", "the API cannot be loaded", json!({}));
-        }
+    counted.api_exists = true;
+    let verdict = match limit(state, &engine) {
+        Ok(verdict) => verdict,
+        Err(refusal) => return refusal,
     };
-    // The workspace's rate limit, as at the edge: counted before anything else runs.
-    let workspace = &engine.snapshot().workspace;
-    let (limit, tier) = state.rate_limits.for_workspace(workspace);
-    let verdict = state.limiter.check(&format!("ws:{}", workspace.id), limit, tier, now_ms());
-    if let Some(verdict) = verdict.filter(|v| !v.allowed) {
-        if let Some(metrics) = &state.metrics {
-            metrics.rate_limited("workspace");
-        }
-        let mut response = error(
-            429,
-            "rate_limited",
-            &format!(
-                "workspace '{}' is limited to {} requests a minute; retry in {} s",
-                workspace.slug, verdict.limit, verdict.reset_seconds
-            ),
-            json!({ "limit": verdict.limit, "retry_after_seconds": verdict.reset_seconds }),
-        );
-        response.headers.push(("retry-after".into(), verdict.reset_seconds.to_string()));
-        response.headers.extend(verdict.headers().map(|(n, v)| (n.to_owned(), v)));
-        return response;
-    }
     let (parts, body) = request.into_parts();
     let body = if matches!(parts.method, Method::GET | Method::HEAD) {
         Vec::new()
@@ -260,14 +293,9 @@ async fn answer(
         method: parts.method.as_str().to_ascii_uppercase(),
         path,
         query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-            .collect(),
+        headers: engine_headers(&parts.headers),
         body,
     };
-    counted.api_exists = true;
     let now_ms = now_ms();
     let seed = seed();
     let outcome = match protocol {

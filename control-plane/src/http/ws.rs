@@ -19,14 +19,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::Response;
 use axum::routing::any;
-use edgemock_shared::model::validate_slug;
 use edgemock_shared::{Engine, MockResponse, WsSend};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::AppState;
-use super::mocks::{error, finish, now_ms, request_id, seed};
+use super::mocks::{engine_headers, error, finish, limit, load, now_ms, request_id, seed};
 
 /// Longest message a mock reads: the edge's `MAX_MESSAGE_BYTES`. The edge ignores a longer
 /// one (workerd buffers up to 32 MiB); here it ends the connection with close code 1009
@@ -113,25 +112,9 @@ async fn accept(
     headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, MockResponse> {
-    let not_found = || {
-        error(
-            404,
-            "api_not_found",
-            &format!("no API is published with slug '{api}'"),
-            json!({ "api": api }),
-        )
-    };
-    if validate_slug("apiSlug", api).is_err() {
-        return Err(not_found());
-    }
-    let engine = match state.runtime.engine(api).await {
-        Ok(Some(engine)) => engine,
-        Ok(None) => return Err(not_found()),
-        Err(e) => {
-            tracing::error!(api, error = %e, "cannot load the API for the native runtime");
-            return Err(error(503, "store_unavailable", "the API cannot be loaded", json!({})));
-        }
-    };
+    let engine = load(state, api).await?;
+    // A handshake counts against the workspace's limit, as at the edge.
+    limit(state, &engine)?;
     let Some(ws) = engine.websocket(&path) else {
         return Err(error(
             404,
@@ -167,10 +150,7 @@ async fn accept(
         method: method.as_str().to_ascii_uppercase(),
         path,
         query: uri.query().unwrap_or_default().to_owned(),
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-            .collect(),
+        headers: engine_headers(&headers),
         body: Vec::new(),
     };
     Ok(upgrade
