@@ -145,35 +145,40 @@ pub fn doc(
 
 // --- inputs ---
 
+/// What reading a body can answer: unreadable (400), too large (413), invalid (422).
+const BODY_ERRORS: &[u16] = &[400, 413, 422];
+
+/// A required request body with a schema per media type.
+fn request_body(
+    description: Option<&str>,
+    content: impl IntoIterator<Item = (&'static str, schemars::Schema)>,
+) -> RequestBody {
+    let media = |schema| MediaType {
+        schema: Some(SchemaObject { json_schema: schema, example: None, external_docs: None }),
+        ..MediaType::default()
+    };
+    RequestBody {
+        description: description.map(str::to_owned),
+        content: content
+            .into_iter()
+            .map(|(kind, schema)| (kind.to_owned(), media(schema)))
+            .collect(),
+        required: true,
+        ..RequestBody::default()
+    }
+}
+
 impl<T: JsonSchema> OperationInput for Input<T> {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
         let schema = ctx.schema.subschema_for::<T>();
-        set_body(
-            ctx,
-            operation,
-            RequestBody {
-                content: IndexMap::from_iter([(
-                    "application/json".to_owned(),
-                    MediaType {
-                        schema: Some(SchemaObject {
-                            json_schema: schema,
-                            example: None,
-                            external_docs: None,
-                        }),
-                        ..MediaType::default()
-                    },
-                )]),
-                required: true,
-                ..RequestBody::default()
-            },
-        );
+        set_body(ctx, operation, request_body(None, [("application/json", schema)]));
     }
 
     fn inferred_early_responses(
         ctx: &mut GenContext,
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, DocResponse)> {
-        error_responses(ctx, operation, &[400, 413, 422])
+        error_responses(ctx, operation, BODY_ERRORS)
     }
 }
 
@@ -273,30 +278,18 @@ impl<S: Send + Sync> FromRequest<S> for Document {
 
 impl OperationInput for Document {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
-        let media = |schema| MediaType {
-            schema: Some(SchemaObject { json_schema: schema, example: None, external_docs: None }),
-            ..MediaType::default()
-        };
-        set_body(
-            ctx,
-            operation,
-            RequestBody {
-                description: Some("An OpenAPI 3.0 or 3.1 document.".to_owned()),
-                content: IndexMap::from_iter([
-                    ("application/json".to_owned(), media(openapi_document_schema())),
-                    ("application/yaml".to_owned(), media(json_schema!({ "type": "string" }))),
-                ]),
-                required: true,
-                ..RequestBody::default()
-            },
-        );
+        let content = [
+            ("application/json", openapi_document_schema()),
+            ("application/yaml", json_schema!({ "type": "string" })),
+        ];
+        set_body(ctx, operation, request_body(Some("An OpenAPI 3.0 or 3.1 document."), content));
     }
 
     fn inferred_early_responses(
         ctx: &mut GenContext,
         operation: &mut Operation,
     ) -> Vec<(Option<StatusCode>, DocResponse)> {
-        error_responses(ctx, operation, &[400, 413, 422])
+        error_responses(ctx, operation, BODY_ERRORS)
     }
 }
 
