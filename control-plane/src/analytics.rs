@@ -64,7 +64,7 @@ impl Writer {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH);
         while self.queue.recv_many(&mut batch, BATCH).await > 0 {
-            let received_at_ms = now_ms();
+            let received_at_ms = crate::db::now_ms();
             // A failed write is retried a few times (the database may be restarting), then
             // given up: the events are logged as lost.
             let mut tries = 0;
@@ -91,14 +91,9 @@ impl Writer {
     }
 }
 
-pub fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
-}
-
 /// Deletes events older than `days`; answers how many and the cut-off.
 pub async fn cleanup(db: &Db, days: u32) -> sqlx::Result<(u64, i64)> {
-    let before_ms = now_ms() - i64::from(days) * 86_400_000;
+    let before_ms = crate::db::now_ms() - i64::from(days) * 86_400_000;
     let deleted = sqlx::query("DELETE FROM analytics_events WHERE occurred_at_ms < $1")
         .bind(before_ms)
         .execute(db)

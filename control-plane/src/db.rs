@@ -96,6 +96,12 @@ async fn unapplied(conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<i64>> {
     Ok(pending)
 }
 
+/// The current time in milliseconds since the Unix epoch: the engine's clock, analytics
+/// times, rate-limit windows.
+pub fn now_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// The current time as stored: `2026-11-23T09:00:00.123456Z` (fixed width, so text order is
 /// time order).
 pub fn now() -> String {

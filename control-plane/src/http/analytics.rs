@@ -94,7 +94,7 @@ async fn query(
     let api = authorize_api(&state, &caller, &api, Role::Viewer).await?;
     let Query(params) = params
         .map_err(|e| ApiError::BadRequest { code: "invalid_query", message: e.body_text() })?;
-    let to_ms = params.to_ms.unwrap_or_else(analytics::now_ms);
+    let to_ms = params.to_ms.unwrap_or_else(crate::db::now_ms);
     let from_ms = params.from_ms.unwrap_or(to_ms - 86_400_000);
     if from_ms < 0 || to_ms < 0 {
         return Err(ApiError::invalid("from_ms", "times must not be negative"));

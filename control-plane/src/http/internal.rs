@@ -68,9 +68,7 @@ async fn post_analytics(
 ) -> Result<Json<Value>> {
     authorize(&state, &headers)?;
     batch.validate()?;
-    let received_at_ms =
-        i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
+    let received_at_ms = crate::db::now_ms();
     if state.recorder.is_none() {
         // ANALYTICS_ENABLED=false: accepted (so the edge does not retry) and not stored; the
         // webhooks that take mock events still get them.

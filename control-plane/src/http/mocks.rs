@@ -14,6 +14,7 @@ use edgemock_shared::model::validate_slug;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::db::now_ms;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -352,12 +353,6 @@ thread_local! {
         }
         rand::SeedableRng::from_seed(seed)
     });
-}
-
-/// The time the engine is given, in milliseconds since the Unix epoch.
-pub(super) fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// A fresh seed per request: every random choice the engine makes is drawn from it.

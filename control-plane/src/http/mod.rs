@@ -190,7 +190,7 @@ async fn limit_clients(
         }
         None => "client:anonymous".to_owned(),
     };
-    let now = crate::analytics::now_ms();
+    let now = crate::db::now_ms();
     let Some(verdict) = state.limiter.check(&key, state.rate_limits.global_rpm, "client", now)
     else {
         return next.run(request).await;

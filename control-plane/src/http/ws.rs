@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::AppState;
-use super::mocks::{engine_headers, error, finish, limit, load, now_ms, request_id, seed};
+use super::mocks::{engine_headers, error, finish, limit, load, request_id, seed};
+use crate::db::now_ms;
 
 /// Longest message a mock reads: the edge's `MAX_MESSAGE_BYTES`. The edge ignores a longer
 /// one (workerd buffers up to 32 MiB); here it ends the connection with close code 1009
