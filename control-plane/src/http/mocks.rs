@@ -128,10 +128,14 @@ pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The client's `x-request-id` when it is a sane token, otherwise a new one (as the edge).
+/// The request's id. The router's first layer (`http::request_id`) has put one on every
+/// request already: the client's `x-request-id` when it is a sane token, otherwise a new one
+/// (as the edge). The fallback only serves a handler reached some other way.
 pub(super) fn request_id(headers: &HeaderMap) -> String {
-    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    edgemock_shared::request::sane_request_id(given).map_or_else(new_request_id, str::to_owned)
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(new_request_id, str::to_owned)
 }
 
 pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> MockResponse {
@@ -361,11 +365,10 @@ pub(super) fn seed() -> u64 {
 }
 
 /// A UUIDv7 (time-ordered, like the control plane's ids) for a request without one.
-fn new_request_id() -> String {
+pub(super) fn new_request_id() -> String {
     let mut random = [0u8; 10];
     RNG.with(|rng| rand::Rng::fill_bytes(&mut *rng.borrow_mut(), &mut random));
-    let millis = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or_default();
+    let millis = u64::try_from(now_ms()).unwrap_or_default();
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
 }
 

@@ -228,7 +228,8 @@ async fn request_id(
     let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
     let id = match given.and_then(edgemock_shared::request::sane_request_id) {
         Some(id) => id.to_owned(),
-        None => crate::db::new_id(),
+        // From the per-thread generator: `Uuid::now_v7` asks the OS for randomness each time.
+        None => mocks::new_request_id(),
     };
     let value = axum::http::HeaderValue::from_str(&id).ok();
     if let Some(value) = &value {
