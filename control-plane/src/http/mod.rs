@@ -258,15 +258,20 @@ async fn track(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    // The workspace of workspace-scoped admin routes, as the caller named it.
-    let (mut parts, body) = request.into_parts();
-    let workspace = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .ok()
-        .and_then(|params| {
-            params.iter().find(|(name, _)| *name == "workspace").map(|(_, v)| v.to_owned())
-        });
-    let request = Request::from_parts(parts, body);
+    // The workspace of workspace-scoped admin routes, as the caller named it (looked up only
+    // where the route has one: not on the mock routes' hot path).
+    let (request, workspace) = if route.contains("{workspace}") {
+        let (mut parts, body) = request.into_parts();
+        let workspace = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
+            .await
+            .ok()
+            .and_then(|params| {
+                params.iter().find(|(name, _)| *name == "workspace").map(|(_, v)| v.to_owned())
+            });
+        (Request::from_parts(parts, body), workspace)
+    } else {
+        (request, None)
+    };
     let started = std::time::Instant::now();
     let in_progress = metrics.start(method, &route);
     let response = next.run(request).await;
