@@ -127,6 +127,9 @@ async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
         ("from_ms=10&to_ms=5", "from_ms"),
         ("bucket=minute&from_ms=0&to_ms=4000000000000", "bucket"),
         ("status=99", "status"),
+        // A NUL would be a 500 on PostgreSQL if it reached the query.
+        ("country=%00", "country"),
+        ("endpoint=GET%20/x%00", "endpoint"),
     ] {
         let (status, body) = cp.get(&format!("/api/v1/apis/shop/analytics?{query}")).await?;
         assert_eq!(
@@ -137,6 +140,13 @@ async fn scenario(cp: &ControlPlane) -> anyhow::Result<()> {
     }
     let (status, _) = analytics("group_by=city").await?;
     assert_eq!(status, 400);
+    // The ingest route checks the credential before it reads the body.
+    let r = reqwest::Client::new()
+        .post(format!("{}/internal/v1/analytics", cp.url))
+        .body("not json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
 
     // Retention: an event from 200 days ago goes; recent ones stay. Only a global admin may.
     let old = event("old", &api_id, now_ms() - 200 * 86_400_000, 200, 1);

@@ -46,6 +46,13 @@ async fn own_answers_are_hardened_and_mock_answers_untouched() -> anyhow::Result
     );
     let r = plain.get(url("/health/live")).send().await?;
     assert_eq!(header(r.headers(), "x-content-type-options"), Some("nosniff"));
+    // A wrong method on our own routes is a JSON 405 like the admin API's.
+    for path in ["/health/live", "/metrics", "/api/docs"] {
+        let r = plain.post(url(path)).send().await?;
+        assert_eq!(r.status(), 405, "{path}");
+        let body: serde_json::Value = r.json().await?;
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{path}");
+    }
 
     // Request ids: the caller's when sane, a new one otherwise, on every answer.
     let r =

@@ -68,10 +68,10 @@ struct AnalyticsQuery {
     #[schemars(range(min = 100, max = 599))]
     status: Option<i32>,
     /// Only requests from this country (ISO 3166 code, as the edge reports it).
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 8), pattern(r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     country: Option<String>,
     /// Only this endpoint, as `group_by=endpoint` names it (`GET /users/:id`).
-    #[schemars(length(max = 1100))]
+    #[schemars(length(max = 1100), pattern(r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     endpoint: Option<String>,
 }
 
@@ -112,11 +112,15 @@ async fn query(
     if params.status.is_some_and(|s| !(100..=599).contains(&s)) {
         return Err(ApiError::invalid("status", "must be between 100 and 599"));
     }
-    if params.country.as_ref().is_some_and(|c| c.chars().count() > 8) {
-        return Err(ApiError::invalid("country", "must be at most 8 characters"));
+    // Printable only: no stored value holds a control character (and PostgreSQL refuses a
+    // NUL in text outright).
+    let printable =
+        |text: &str, max: usize| text.chars().count() <= max && !text.chars().any(char::is_control);
+    if params.country.as_deref().is_some_and(|c| !printable(c, 8)) {
+        return Err(ApiError::invalid("country", "must be at most 8 printable characters"));
     }
-    if params.endpoint.as_ref().is_some_and(|e| e.chars().count() > 1100) {
-        return Err(ApiError::invalid("endpoint", "must be at most 1100 characters"));
+    if params.endpoint.as_deref().is_some_and(|e| !printable(e, 1100)) {
+        return Err(ApiError::invalid("endpoint", "must be at most 1100 printable characters"));
     }
     let rows = analytics::query(
         &state.db,

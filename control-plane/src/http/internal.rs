@@ -64,9 +64,11 @@ async fn get_internal_snapshot(
 async fn post_analytics(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Input(batch): Input<AnalyticsBatch>,
+    batch: Result<Input<AnalyticsBatch>, ApiError>,
 ) -> Result<Json<Value>> {
+    // The credential first: a caller without one learns nothing about the body.
     authorize(&state, &headers)?;
+    let Input(batch) = batch?;
     batch.validate()?;
     let received_at_ms = crate::db::now_ms();
     if state.recorder.is_none() {

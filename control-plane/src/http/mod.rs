@@ -151,13 +151,15 @@ pub fn router(state: AppState) -> Router {
         .merge(own)
         // Mock answers are exactly what the mock defines: no layer of ours on them.
         .merge(mocks::router())
+        // Health, metrics and the internal routes answer a wrong method in JSON too.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Inside the router: the matched route is known here.
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
         .merge(hardening::protect(
-            docs::page(),
+            docs::page().method_not_allowed_fallback(method_not_allowed),
             hardening::DOCS_CSP,
             std::time::Duration::from_secs(30),
             None,
