@@ -74,6 +74,73 @@ pub struct Config {
     pub webhook_retry_delay: Duration,
     /// `WEBHOOK_TIMEOUT_MS` (`10000`, at most 60000): the time limit of one attempt.
     pub webhook_timeout: Duration,
+    /// OpenTelemetry traces over OTLP/HTTP (`OTEL_*`, see [`Traces`]): `None`, the default,
+    /// unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
+    /// (and `OTEL_SDK_DISABLED` is not `true`).
+    pub traces: Option<Traces>,
+}
+
+/// Where and how spans are exported ([`crate::telemetry`]). The variables are the
+/// OpenTelemetry SDK's standard ones, read here like every other setting.
+#[derive(Clone, PartialEq)]
+pub struct Traces {
+    /// The URL spans are POSTed to: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (the collector's OTLP/HTTP base URL, such as
+    /// `http://otel-collector:4318`) followed by `/v1/traces`.
+    pub endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (none): `name=value,…`, values percent-decoded, sent with
+    /// every export (a collector's credential: never logged).
+    pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT` (`10000` ms): the time limit of one export, retries
+    /// included.
+    pub timeout: Duration,
+    /// `OTEL_SERVICE_NAME` (`edgemock-control-plane`; else `service.name` from
+    /// `OTEL_RESOURCE_ATTRIBUTES`).
+    pub service_name: String,
+    /// `OTEL_RESOURCE_ATTRIBUTES` (none): `key=value,…`, values percent-decoded, such as
+    /// `deployment.environment.name=production`.
+    pub resource_attributes: Vec<(String, String)>,
+    /// `OTEL_TRACES_SAMPLER` (`parentbased_always_on`) and `OTEL_TRACES_SAMPLER_ARG` (`1.0`).
+    pub sampler: Sampler,
+    /// `OTEL_BSP_SCHEDULE_DELAY` (`5000` ms): how long a finished span may wait to leave in a
+    /// batch (a full batch, 512 spans, leaves at once).
+    pub batch_delay: Duration,
+}
+
+/// The default service name (`OTEL_SERVICE_NAME`).
+pub const DEFAULT_SERVICE_NAME: &str = "edgemock-control-plane";
+
+// Hand-written: the headers may hold a collector's credential.
+impl std::fmt::Debug for Traces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<_> = self.headers.iter().map(|(name, _)| (name, "<redacted>")).collect();
+        f.debug_struct("Traces")
+            .field("endpoint", &redact_url(&self.endpoint))
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .field("service_name", &self.service_name)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("sampler", &self.sampler)
+            .field("batch_delay", &self.batch_delay)
+            .finish()
+    }
+}
+
+/// Which traces are recorded (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// `parentbased_*`: a request that carries a `traceparent` follows its caller's decision;
+    /// only traces that start here are decided by `root`.
+    pub parent_based: bool,
+    pub root: RootSampler,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootSampler {
+    AlwaysOn,
+    AlwaysOff,
+    /// `traceidratio`: this fraction of traces (0 to 1), chosen by trace id.
+    Ratio(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +191,7 @@ impl std::fmt::Debug for Config {
             .field("webhook_retry_attempts", &self.webhook_retry_attempts)
             .field("webhook_retry_delay", &self.webhook_retry_delay)
             .field("webhook_timeout", &self.webhook_timeout)
+            .field("traces", &self.traces)
             .finish()
     }
 }
@@ -179,6 +247,7 @@ impl Default for Config {
             webhook_retry_attempts: 3,
             webhook_retry_delay: Duration::from_secs(1),
             webhook_timeout: Duration::from_secs(10),
+            traces: None,
         }
     }
 }
@@ -325,6 +394,7 @@ impl Config {
                 lookup("WEBHOOK_TIMEOUT_MS"),
                 10_000u64,
             )?),
+            traces: traces(&lookup)?,
         };
         config.check_jwt_secret()?;
         if config.webhook_retry_attempts > crate::webhooks::MAX_RETRY_ATTEMPTS {
@@ -368,6 +438,150 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The `OTEL_*` settings: `None` without an endpoint. Every variable is checked even then, so
+/// a typo fails at start-up rather than on the day traces are turned on.
+fn traces(lookup: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Traces>> {
+    let disabled = match lookup("OTEL_SDK_DISABLED") {
+        None => false,
+        Some(v) if v.trim().eq_ignore_ascii_case("true") => true,
+        Some(v) if v.trim().eq_ignore_ascii_case("false") => false,
+        Some(v) => bail!("OTEL_SDK_DISABLED={v:?} is not valid: use true or false"),
+    };
+    if let Some(protocol) = lookup("OTEL_EXPORTER_OTLP_PROTOCOL")
+        && protocol.trim() != "http/protobuf"
+    {
+        bail!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={protocol:?} is not supported: edgemock exports OTLP over \
+             HTTP with protobuf (http/protobuf); point OTEL_EXPORTER_OTLP_ENDPOINT at the \
+             collector's OTLP/HTTP port (4318 by default)"
+        );
+    }
+    let endpoint =
+        match (lookup("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), lookup("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        {
+            (Some(url), _) => Some(otlp_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url.trim())?),
+            (None, Some(base)) => {
+                let base = otlp_url("OTEL_EXPORTER_OTLP_ENDPOINT", base.trim())?;
+                Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+            }
+            (None, None) => None,
+        };
+    let headers = key_values("OTEL_EXPORTER_OTLP_HEADERS", lookup("OTEL_EXPORTER_OTLP_HEADERS"))?;
+    for (name, value) in &headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            bail!("OTEL_EXPORTER_OTLP_HEADERS: {name:?} is not a valid header name");
+        }
+        // The value may be a secret: named by its header only.
+        if http::HeaderValue::from_str(value).is_err() {
+            bail!("OTEL_EXPORTER_OTLP_HEADERS: the value of {name} is not a valid header value");
+        }
+    }
+    let timeout_ms: u64 = match lookup("OTEL_EXPORTER_OTLP_TIMEOUT") {
+        None => 10_000,
+        Some(raw) => {
+            raw.trim().parse().ok().filter(|ms| (1..=600_000).contains(ms)).with_context(|| {
+                format!(
+                    "OTEL_EXPORTER_OTLP_TIMEOUT={raw:?} is not valid: milliseconds, 1 to 600000"
+                )
+            })?
+        }
+    };
+    let batch_delay_ms: u64 = match lookup("OTEL_BSP_SCHEDULE_DELAY") {
+        None => 5_000,
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .ok()
+            .filter(|ms| (1..=3_600_000).contains(ms))
+            .with_context(|| {
+                format!("OTEL_BSP_SCHEDULE_DELAY={raw:?} is not valid: milliseconds, 1 to 3600000")
+            })?,
+    };
+    let resource_attributes =
+        key_values("OTEL_RESOURCE_ATTRIBUTES", lookup("OTEL_RESOURCE_ATTRIBUTES"))?;
+    let service_name = lookup("OTEL_SERVICE_NAME")
+        .map(|name| name.trim().to_owned())
+        .or_else(|| {
+            resource_attributes.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+    let sampler = sampler(lookup("OTEL_TRACES_SAMPLER"), lookup("OTEL_TRACES_SAMPLER_ARG"))?;
+    Ok(endpoint.filter(|_| !disabled).map(|endpoint| Traces {
+        endpoint,
+        headers,
+        timeout: Duration::from_millis(timeout_ms),
+        service_name,
+        resource_attributes,
+        sampler,
+        batch_delay: Duration::from_millis(batch_delay_ms),
+    }))
+}
+
+/// An OTLP endpoint: an `http://` or `https://` URL without credentials (those belong in
+/// `OTEL_EXPORTER_OTLP_HEADERS`).
+fn otlp_url(name: &str, raw: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(raw).with_context(|| format!("{name}={raw:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("{name}={raw:?} is not valid: use http://host:port or https://host:port");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("{name} must not hold credentials: send them with OTEL_EXPORTER_OTLP_HEADERS");
+    }
+    Ok(raw.to_owned())
+}
+
+/// `key=value,key=value` (the W3C Baggage form of `OTEL_EXPORTER_OTLP_HEADERS` and
+/// `OTEL_RESOURCE_ATTRIBUTES`): keys trimmed, values trimmed and percent-decoded. Errors name
+/// the key, never the value, which may be a secret.
+fn key_values(name: &str, raw: Option<String>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let mut pairs = Vec::new();
+    for (i, item) in raw.split(',').map(str::trim).enumerate() {
+        if item.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = item.split_once('=') else {
+            bail!("{name}: item {} is not key=value", i + 1);
+        };
+        let key = key.trim();
+        if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("{name}: item {} has no valid key", i + 1);
+        }
+        let value = percent_encoding::percent_decode_str(value.trim())
+            .decode_utf8()
+            .with_context(|| format!("{name}: the value of {key} is not UTF-8 once decoded"))?;
+        pairs.push((key.to_owned(), value.into_owned()));
+    }
+    Ok(pairs)
+}
+
+/// `OTEL_TRACES_SAMPLER` (the SDK's names, default `parentbased_always_on`) with
+/// `OTEL_TRACES_SAMPLER_ARG`, the ratio of the `*traceidratio` samplers (default `1.0`;
+/// ignored by the others, as the specification says).
+fn sampler(name: Option<String>, arg: Option<String>) -> anyhow::Result<Sampler> {
+    let ratio = || -> anyhow::Result<f64> {
+        let Some(raw) = &arg else { return Ok(1.0) };
+        raw.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).with_context(|| {
+            format!("OTEL_TRACES_SAMPLER_ARG={raw:?} is not valid: a ratio from 0 to 1")
+        })
+    };
+    let name = name.as_deref().map_or("parentbased_always_on", str::trim);
+    let (parent_based, root) = match name {
+        "always_on" => (false, RootSampler::AlwaysOn),
+        "always_off" => (false, RootSampler::AlwaysOff),
+        "traceidratio" => (false, RootSampler::Ratio(ratio()?)),
+        "parentbased_always_on" => (true, RootSampler::AlwaysOn),
+        "parentbased_always_off" => (true, RootSampler::AlwaysOff),
+        "parentbased_traceidratio" => (true, RootSampler::Ratio(ratio()?)),
+        other => bail!(
+            "OTEL_TRACES_SAMPLER={other:?} is not supported: use always_on, always_off, \
+             traceidratio, parentbased_always_on, parentbased_always_off or \
+             parentbased_traceidratio"
+        ),
+    };
+    Ok(Sampler { parent_based, root })
 }
 
 /// `CORS_ALLOWED_ORIGINS`: `*`, or origins as a browser sends them (`https://a.example`,
@@ -445,10 +659,104 @@ mod tests {
             (vec![("WEBHOOK_RETRY_DELAY_MS", "0")], "WEBHOOK_RETRY_DELAY_MS"),
             (vec![("WEBHOOK_TIMEOUT_MS", "60001")], "WEBHOOK_TIMEOUT_MS"),
             (vec![("WEBHOOKS_ENABLED", "maybe")], "WEBHOOKS_ENABLED"),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://c")], "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            (
+                vec![("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://u:p@c/v1/traces")],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            (vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            (vec![("OTEL_EXPORTER_OTLP_HEADERS", "token")], "OTEL_EXPORTER_OTLP_HEADERS"),
+            (vec![("OTEL_EXPORTER_OTLP_HEADERS", "a b=c")], "OTEL_EXPORTER_OTLP_HEADERS"),
+            (vec![("OTEL_EXPORTER_OTLP_HEADERS", "x=%0a")], "OTEL_EXPORTER_OTLP_HEADERS"),
+            (vec![("OTEL_EXPORTER_OTLP_TIMEOUT", "0")], "OTEL_EXPORTER_OTLP_TIMEOUT"),
+            (vec![("OTEL_BSP_SCHEDULE_DELAY", "soon")], "OTEL_BSP_SCHEDULE_DELAY"),
+            (vec![("OTEL_RESOURCE_ATTRIBUTES", "=x")], "OTEL_RESOURCE_ATTRIBUTES"),
+            (vec![("OTEL_RESOURCE_ATTRIBUTES", "k=%ff")], "OTEL_RESOURCE_ATTRIBUTES"),
+            (vec![("OTEL_TRACES_SAMPLER", "xray")], "OTEL_TRACES_SAMPLER"),
+            (
+                vec![("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (vec![("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED"),
         ] {
             let err = from(&pairs).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn traces_need_an_endpoint() {
+        assert!(from(&[]).unwrap().traces.is_none());
+        // Checked all the same.
+        assert!(from(&[("OTEL_TRACES_SAMPLER", "sometimes")]).is_err());
+        let t = from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")])
+            .unwrap()
+            .traces
+            .unwrap();
+        assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(t.service_name, DEFAULT_SERVICE_NAME);
+        assert_eq!(t.sampler, Sampler { parent_based: true, root: RootSampler::AlwaysOn });
+        assert_eq!(t.timeout, Duration::from_secs(10));
+        assert_eq!(t.batch_delay, Duration::from_secs(5));
+        assert!(t.headers.is_empty() && t.resource_attributes.is_empty());
+        // The per-signal URL is taken as it is, and wins.
+        let t = from(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://b/otlp/traces"),
+        ])
+        .unwrap()
+        .traces
+        .unwrap();
+        assert_eq!(t.endpoint, "https://b/otlp/traces");
+        let off =
+            from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a"), ("OTEL_SDK_DISABLED", "TRUE")]);
+        assert!(off.unwrap().traces.is_none());
+    }
+
+    #[test]
+    fn trace_settings_are_read() {
+        let t = from(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20abc, x-team = edge ,"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=staging,service.name=cp"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ])
+        .unwrap()
+        .traces
+        .unwrap();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(t.headers, pairs(&[("authorization", "Bearer abc"), ("x-team", "edge")]));
+        assert_eq!(t.timeout, Duration::from_millis(2500));
+        assert_eq!(t.batch_delay, Duration::from_millis(100));
+        assert_eq!(t.service_name, "cp", "service.name from OTEL_RESOURCE_ATTRIBUTES");
+        assert_eq!(t.sampler, Sampler { parent_based: true, root: RootSampler::Ratio(0.25) });
+        let shown = format!("{t:?}");
+        assert!(shown.contains("authorization") && !shown.contains("abc"), "{shown}");
+        // OTEL_SERVICE_NAME wins over the attribute; the ratio argument means nothing to
+        // always_off.
+        let t = from(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=cp"),
+            ("OTEL_SERVICE_NAME", "edgemock-eu"),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("OTEL_TRACES_SAMPLER_ARG", "lots"),
+        ])
+        .unwrap()
+        .traces
+        .unwrap();
+        assert_eq!(t.service_name, "edgemock-eu");
+        assert_eq!(t.sampler, Sampler { parent_based: false, root: RootSampler::AlwaysOff });
     }
 
     #[test]

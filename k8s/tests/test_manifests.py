@@ -20,7 +20,8 @@ KUBECTL = os.environ.get("KUBECTL", str(ROOT / "target/tools/ops-venv/bin/kubect
 TARGETS = {"base": K8S / "base", "staging": K8S / "overlays/staging",
            "production": K8S / "overlays/production"}
 # The settings that are secrets: everything else the control plane reads is in the ConfigMap.
-SECRET_KEYS = {"DATABASE_URL", "JWT_SECRET", "EDGE_PUBLISH_TOKEN", "REDIS_URL"}
+SECRET_KEYS = {"DATABASE_URL", "JWT_SECRET", "EDGE_PUBLISH_TOKEN", "REDIS_URL",
+               "OTEL_EXPORTER_OTLP_HEADERS"}
 WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet", "ReplicaSet", "CronJob", "Pod"}
 
 
