@@ -14,11 +14,12 @@
 //! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logs, and OpenTelemetry traces over OTLP when configured.
 //! - [`webhooks`] — events to subscribed URLs, from an outbox in the database, signed.
 //!
 //! [`Application::build`] binds the listener (port 0 picks a free one) and reports the port;
-//! `main` and the tests start the server the same way.
+//! `main` and the tests start the server the same way. [`serve`] is what `edgemock serve`
+//! runs once logging is up.
 
 pub mod analytics;
 pub mod auth;
@@ -217,6 +218,18 @@ impl Application {
         }
         served
     }
+}
+
+/// `edgemock serve`, once [`telemetry::start`] has run: builds the application, serves until
+/// SIGTERM or Ctrl-C, then sends the spans still queued (within [`telemetry::FLUSH_TIMEOUT`]),
+/// whether serving succeeded or not.
+pub async fn serve(config: Config, telemetry: telemetry::Telemetry) -> anyhow::Result<()> {
+    let served = match Application::build(config).await {
+        Ok(app) => app.run_until_stopped().await,
+        Err(e) => Err(e),
+    };
+    telemetry.shutdown().await;
+    served
 }
 
 /// A task that is aborted when its handle is dropped.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use edgemock_control_plane::auth::{Claims, Role, Tokens};
 use edgemock_control_plane::config::{self, LogFormat};
-use edgemock_control_plane::{Application, Config, cli, db, telemetry};
+use edgemock_control_plane::{Config, cli, db, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "edgemock", version, about = "The edgemock control plane")]
@@ -147,12 +147,18 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init(&config.log_level, config.log_format);
+    let telemetry = match telemetry::start(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("edgemock: cannot set up tracing: {e:#}");
+            std::process::exit(2);
+        }
+    };
     if let Ok(path) = dotenv {
         tracing::info!(path = %path.display(), "read settings from .env");
     }
     tracing::info!(config = ?config, version = env!("CARGO_PKG_VERSION"), "starting");
-    Application::build(config).await?.run_until_stopped().await
+    edgemock_control_plane::serve(config, telemetry).await
 }
 
 /// `edgemock migrate`: needs only `DATABASE_URL` (and `LOG_LEVEL`, `LOG_FORMAT`), not the

@@ -146,7 +146,7 @@ pub fn router(state: AppState) -> Router {
         timeout,
         None,
     );
-    Router::new()
+    let router = Router::new()
         .merge(admin)
         .merge(own)
         // Mock answers are exactly what the mock defines: no layer of ours on them.
@@ -163,7 +163,15 @@ pub fn router(state: AppState) -> Router {
             hardening::DOCS_CSP,
             std::time::Duration::from_secs(30),
             None,
-        ))
+        ));
+    // OTEL_EXPORTER_OTLP_ENDPOINT set: the request span is also the trace's server span (see
+    // telemetry). Decided here, once: with traces off, requests get exactly the span below.
+    if crate::telemetry::traces_enabled() {
+        return router
+            .layer(crate::telemetry::server_spans())
+            .layer(axum::middleware::from_fn(request_id));
+    }
+    router
         // Every log line of a request carries its id (a span field).
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
