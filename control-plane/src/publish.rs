@@ -18,8 +18,11 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use edgemock_shared::{ApiRef, SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint, WorkspaceRef};
 use tokio::sync::Notify;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::db::{self, Db, Page};
+use crate::telemetry;
 
 /// Where published snapshots go.
 #[async_trait]
@@ -54,6 +57,11 @@ impl EdgeSink {
 impl SnapshotSink for EdgeSink {
     async fn put(&self, snapshot: &Snapshot, body: Vec<u8>) -> anyhow::Result<()> {
         let url = format!("{}/__edgemock/v1/snapshots/{}", self.base_url, snapshot.api.slug);
+        let span = telemetry::client_span("PUT /__edgemock/v1/snapshots/{slug}", "PUT", &url);
+        if !span.is_none() {
+            span.set_attribute("edgemock.api", snapshot.api.slug.clone());
+            span.set_attribute("edgemock.version", i64::try_from(snapshot.version).unwrap_or(-1));
+        }
         let response = self
             .client
             .put(&url)
@@ -61,8 +69,9 @@ impl SnapshotSink for EdgeSink {
             .header("content-type", "application/json")
             .body(body)
             .send()
-            .await
-            .with_context(|| format!("PUT {url}"))?;
+            .instrument(span.clone())
+            .await;
+        let response = ended(&span, response).with_context(|| format!("PUT {url}"))?;
         let status = response.status();
         // 409: the edge already holds a newer version; this one has nothing left to do.
         if status.is_success() || status == reqwest::StatusCode::CONFLICT {
@@ -74,13 +83,13 @@ impl SnapshotSink for EdgeSink {
 
     async fn remove(&self, slug: &str, version: u64) -> anyhow::Result<()> {
         let url = format!("{}/__edgemock/v1/snapshots/{slug}?version={version}", self.base_url);
-        let response = self
-            .client
-            .delete(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("DELETE {url}"))?;
+        let span = telemetry::client_span("DELETE /__edgemock/v1/snapshots/{slug}", "DELETE", &url);
+        if !span.is_none() {
+            span.set_attribute("edgemock.api", slug.to_owned());
+        }
+        let response =
+            self.client.delete(&url).bearer_auth(&self.token).send().instrument(span.clone()).await;
+        let response = ended(&span, response).with_context(|| format!("DELETE {url}"))?;
         let status = response.status();
         // 409: a newer API with this slug is already there, which must stay.
         if status.is_success() || status == reqwest::StatusCode::CONFLICT {
@@ -92,6 +101,24 @@ impl SnapshotSink for EdgeSink {
             text.chars().take(500).collect::<String>()
         ))
     }
+}
+
+/// Records a publish request's outcome on its client span (a no-op with traces off): a 2xx
+/// or a 409 (the edge has newer) is done, anything else failed.
+fn ended(
+    span: &tracing::Span,
+    response: reqwest::Result<reqwest::Response>,
+) -> reqwest::Result<reqwest::Response> {
+    match &response {
+        Ok(r) => {
+            let status = r.status();
+            let done = status.is_success() || status == reqwest::StatusCode::CONFLICT;
+            let failure = (!done).then(|| format!("answered {status}"));
+            telemetry::client_span_end(span, Some(status.as_u16()), failure.as_deref());
+        }
+        Err(e) => telemetry::client_span_end(span, None, Some(&e.to_string())),
+    }
+    response
 }
 
 /// Builds an API's snapshot from the database.

@@ -22,6 +22,8 @@ use anyhow::Context;
 use edgemock_shared::proxy::{ProxyPolicy, check_target, is_public};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{Outbox, schedule, signature};
 use crate::db::{self, AttemptRow, Db, DeliveryOutcome, DeliveryRow};
@@ -252,6 +254,14 @@ impl Deliverer {
         else {
             return Sent::settled("the webhook's secret is not valid base64");
         };
+        // With traces on, a client span (named by the method alone: a webhook URL may hold a
+        // secret, so only its host is recorded).
+        let span = crate::telemetry::client_span("POST", "POST", &url);
+        if !span.is_none() {
+            span.set_attribute("edgemock.webhook.event", delivery.event_type.clone());
+            span.set_attribute("edgemock.webhook.delivery", delivery.id.clone());
+            span.set_attribute("edgemock.webhook.attempt", delivery.attempts);
+        }
         let started = Instant::now();
         let response = self
             .client
@@ -262,6 +272,7 @@ impl Deliverer {
             .header("webhook-signature", signature)
             .body(delivery.payload.clone())
             .send()
+            .instrument(span.clone())
             .await;
         let mut response = match response {
             Ok(response) => response,
@@ -271,11 +282,14 @@ impl Deliverer {
                 } else {
                     error_chain(&e)
                 };
+                crate::telemetry::client_span_end(&span, None, Some(&error));
                 return Sent { latency: started.elapsed(), ..Sent::failed(error) };
             }
         };
         let latency = started.elapsed();
         let status = response.status();
+        let failure = (!status.is_success()).then(|| format!("answered {status}"));
+        crate::telemetry::client_span_end(&span, Some(status.as_u16()), failure.as_deref());
         if status.is_success() {
             return Sent { status: Some(status.as_u16()), latency, ..Sent::default() };
         }
