@@ -8,9 +8,11 @@
 //!
 //! Checked: the resource (`service.name`, `service.version`, …), an admin request continuing
 //! a caller's `traceparent`, span names that are route templates, status codes and the error
-//! status of a 5xx, the trace id in the request's log lines, the collector's header, the
-//! spans still queued leaving at shutdown, and a collector that is down: answers stay fast,
-//! one warning, and exports resume when it is back.
+//! status of a 5xx, the trace id in the request's log lines, the collector's header,
+//! publishes and webhook attempts as client spans (a publish an admin asks for is a child of
+//! the request), the spans still queued leaving at shutdown, and a collector that is down
+//! (answers stay fast, one warning, exports resume when it is back) or hangs (the exit still
+//! takes about 5 s).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -70,7 +72,8 @@ struct Received {
     status: i32,
 }
 
-/// An OTLP/HTTP receiver on 127.0.0.1: `POST /v1/traces`, protobuf only.
+/// An OTLP/HTTP receiver on 127.0.0.1: `POST /v1/traces`, protobuf only. It also stands in
+/// for the edge's publish route and for a webhook receiver (`POST /hook`), answering 200.
 struct Collector {
     url: String,
     spans: Arc<Mutex<Vec<Received>>>,
@@ -89,13 +92,16 @@ impl Collector {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let credentials = Arc::new(Mutex::new(Vec::new()));
         let (into, seen) = (spans.clone(), credentials.clone());
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let (into, seen) = (into.clone(), seen.clone());
-                async move { receive(&headers, &body, &into, &seen) }
-            }),
-        );
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let (into, seen) = (into.clone(), seen.clone());
+                    async move { receive(&headers, &body, &into, &seen) }
+                }),
+            )
+            .route("/__edgemock/v1/snapshots/{slug}", axum::routing::put(|| async { "{}" }))
+            .route("/hook", axum::routing::post(|| async { "" }));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -573,5 +579,74 @@ async fn a_collector_that_hangs_cannot_delay_the_exit() -> anyhow::Result<()> {
     assert!(gave_up.is_some_and(|l| l["level"] == "WARN"), "{}", cp.log_tail());
     eprintln!("tracing: with the collector hanging, the exit took {took:?}");
     held.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_and_webhook_attempts_are_client_spans() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let hook = format!("{}/hook", collector.url);
+    let mut cp = Traced::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        // The collector plays the edge and the webhook receiver too.
+        ("EDGE_URL", collector.url.as_str()),
+        ("EDGE_PUBLISH_TOKEN", "edge-secret"),
+        ("WEBHOOKS_ENABLED", "true"),
+        ("PROXY_ALLOW_HTTP", "true"),
+        ("PROXY_ALLOW_PRIVATE_NETWORKS", "true"),
+    ])
+    .await?;
+    let subscribe = json!({"url": hook, "events": ["api.created"]});
+    let created =
+        cp.admin(reqwest::Method::POST, "/api/v1/workspaces/default/webhooks", subscribe).await?;
+    assert_eq!(created, 201);
+    cp.create_shop().await?;
+    // A publish an admin asks for, from a traced caller: its PUT is a child of the request.
+    let response = cp
+        .client
+        .post(format!("{}/api/v1/apis/shop/publish", cp.url))
+        .bearer_auth(cp.owner_token()?)
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let request = collector
+        .span("the publish request", |s| s.name == "POST /api/v1/apis/{api}/publish")
+        .await?;
+    assert_eq!(request.trace_id, TRACE_ID);
+    let put = collector
+        .span("its PUT to the edge", |s| {
+            s.kind == SpanKind::Client as i32 && s.parent_span_id == request.span_id
+        })
+        .await?;
+    assert_eq!(put.name, "PUT /__edgemock/v1/snapshots/{slug}");
+    assert_eq!(put.trace_id, TRACE_ID);
+    assert_eq!(attr(&put, "http.request.method"), "PUT");
+    assert_eq!(attr(&put, "http.response.status_code"), "200");
+    assert_eq!(attr(&put, "server.address"), "127.0.0.1");
+    assert_eq!(attr(&put, "edgemock.api"), "shop");
+    assert_eq!(put.status, SpanStatus::Unset as i32);
+    // The publisher's own rounds (after each write) are traces of their own.
+    let background = collector
+        .span("a publish of the background loop", |s| {
+            s.name == "PUT /__edgemock/v1/snapshots/{slug}" && s.parent_span_id.is_empty()
+        })
+        .await?;
+    assert_ne!(background.trace_id, TRACE_ID);
+    // The webhook attempt of api.created: named by its method alone, and no URL recorded
+    // (a webhook URL may hold a secret), only its host.
+    let attempt = collector
+        .span("the webhook attempt", |s| attr(s, "edgemock.webhook.event") == "api.created")
+        .await?;
+    assert_eq!(attempt.name, "POST");
+    assert_eq!(attempt.kind, SpanKind::Client as i32);
+    assert_eq!(attr(&attempt, "http.response.status_code"), "200");
+    assert_eq!(attr(&attempt, "server.address"), "127.0.0.1");
+    assert_eq!(attr(&attempt, "edgemock.webhook.attempt"), "1");
+    assert!(attempt.attributes.values().all(|v| !v.contains("/hook")), "{attempt:?}");
+    cp.terminate()?;
+    let status = cp.exited(Duration::from_secs(15)).await?;
+    assert!(status.success(), "exit status {status}:\n{}", cp.log_tail());
     Ok(())
 }
