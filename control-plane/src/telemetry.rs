@@ -259,9 +259,11 @@ impl<B> MakeSpan<B> for ServerSpan {
         let method = semconv_method(request.method());
         // The router layers this on every route, after matching: the route is known here.
         let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+        // An unknown method names the span `HTTP`, as the conventions say.
+        let named = if method == "_OTHER" { "HTTP" } else { method };
         let name = match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_owned(),
+            Some(route) => format!("{named} {route}"),
+            None => named.to_owned(),
         };
         let path = request.uri().path();
         let span = tracing::info_span!(
