@@ -12,6 +12,7 @@
 //! - [`openapi`] — OpenAPI 3.0/3.1 import (with generated examples) and export; pure.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
 //! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
+//! - [`redis`] — the optional shared tier (`REDIS_URL`) and its fall back.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logging.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod rate_limit;
+pub mod redis;
 pub mod runtime;
 pub mod telemetry;
 pub mod webhooks;
@@ -58,6 +60,9 @@ pub struct Application {
     analytics: Option<analytics::Writer>,
     db: db::Db,
     retention_days: Option<u32>,
+    /// With `REDIS_URL`: its watcher runs with the server.
+    redis: Option<Arc<redis::Redis>>,
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Application {
@@ -90,6 +95,23 @@ impl Application {
             Some(Arc::new(metrics::Metrics::new(config.database_max_connections)?))
         } else {
             None
+        };
+        let redis = match &config.redis_url {
+            Some(url) => {
+                if let Some(metrics) = &metrics {
+                    metrics.register_redis()?;
+                }
+                let redis = redis::Redis::new(
+                    url,
+                    &config.redis_key_prefix,
+                    config.redis_timeout,
+                    metrics.clone(),
+                )?;
+                // Bounded; an unreachable Redis is logged and retried, never fatal.
+                redis.connect().await;
+                Some(redis)
+            }
+            None => None,
         };
         let publisher = Publisher::new(db.clone(), sink, outbox.clone())
             .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()));
@@ -130,6 +152,7 @@ impl Application {
             config.proxy_default_timeout_ms,
         )?
         .with_metrics(metrics.clone());
+        let changes = publisher.changes();
         let router = http::router(http::AppState::new(http::Shared {
             db: db.clone(),
             publisher: publisher.clone(),
@@ -140,7 +163,8 @@ impl Application {
             metrics,
             recorder,
             rate_limits: config.rate_limits,
-            limiter: rate_limit::Limiter::default(),
+            limiter: rate_limit::Limiter::shared(redis.clone()),
+            redis: redis.clone(),
             analytics_retention_days: config.analytics_retention_days,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
@@ -163,6 +187,8 @@ impl Application {
             analytics: writer,
             db,
             retention_days,
+            redis,
+            changes,
         })
     }
 
@@ -185,6 +211,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "control plane listening");
         let publisher = tokio::spawn(self.publisher.run());
+        let redis = self.redis.map(|r| AbortOnDrop(tokio::spawn(r.watch(self.changes))));
         let writer = self.analytics.map(|w| tokio::spawn(w.run()));
         let cleanup = self
             .retention_days
@@ -197,6 +224,7 @@ impl Application {
             .await
             .context("the server failed");
         publisher.abort();
+        drop(redis);
         if let Some(cleanup) = cleanup {
             cleanup.abort();
         }
