@@ -114,7 +114,8 @@ impl Application {
             None => None,
         };
         let publisher = Publisher::new(db.clone(), sink, outbox.clone())
-            .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()));
+            .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()))
+            .with_announcer(redis.as_ref().map(|r| r.announcer()));
         let (recorder, writer) = if config.analytics_enabled {
             let (recorder, writer) = analytics::Recorder::new(db.clone());
             (Some(recorder), Some(writer))
@@ -151,7 +152,8 @@ impl Application {
             proxy_policy,
             config.proxy_default_timeout_ms,
         )?
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_redis(redis.clone());
         let changes = publisher.changes();
         let router = http::router(http::AppState::new(http::Shared {
             db: db.clone(),
