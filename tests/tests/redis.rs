@@ -31,6 +31,9 @@ fn header(r: &Response, name: &str) -> String {
     r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("<none>").to_owned()
 }
 
+/// The secret of the edge's internal routes, which every replica answers.
+const EDGE_TOKEN: &str = "redis-test-edge-token";
+
 /// A control plane on `database` that shares through `redis_url`, waiting at most 1 s for
 /// Redis (a loaded test machine must not trip the fall back in the exact-count phases).
 async fn replica(
@@ -39,7 +42,7 @@ async fn replica(
     tune: impl FnOnce(&mut Config),
 ) -> anyhow::Result<ControlPlane> {
     let redis_url = redis_url.to_owned();
-    ControlPlane::start_tuned(0, database, None, None, move |c| {
+    ControlPlane::start_tuned(0, database, None, Some(EDGE_TOKEN.to_owned()), move |c| {
         c.redis_url = Some(redis_url);
         c.redis_timeout = Duration::from_secs(1);
         tune(c);
@@ -229,8 +232,8 @@ async fn changes_reach_the_other_replica_at_once_and_never_go_back() -> anyhow::
     let client = reqwest::Client::new();
     assert_eq!(mock(&client, &b, "cached").await.2, 1);
 
-    // B built the snapshot from the database and shared it: a third replica compiles it from
-    // Redis, without building it.
+    // B built the snapshot from the database and shared it: a third replica serves it to the
+    // edge's fallback route and compiles it from Redis, without building it.
     let key = eventually(Duration::from_secs(5), "the snapshot in Redis", || async {
         let keys = redis.cli(&["KEYS", "edgemock:snapshot:*"]).ok()?;
         keys.lines().find(|k| k.ends_with(":cached:2")).map(str::to_owned)
@@ -239,8 +242,17 @@ async fn changes_reach_the_other_replica_at_once_and_never_go_back() -> anyhow::
     assert_eq!(key, "edgemock:snapshot:1:cached:2");
     let c = replica(&db, &redis.url(), |_| {}).await?;
     wait_for_redis(&[&c], "ok").await?;
+    let r = client
+        .get(format!("{}/internal/v1/snapshots/cached", c.url))
+        .bearer_auth(EDGE_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let snapshot: Value = r.json().await?;
+    assert_eq!((&snapshot["api"]["slug"], &snapshot["version"]), (&json!("cached"), &json!(2)));
+    assert_eq!(snapshot["endpoints"][0]["response"]["body"], json!({"v": 1}), "{snapshot}");
     assert_eq!(mock(&client, &c, "cached").await.2, 1);
-    assert_eq!(series(&c, r#"cache_hits_total{cache="redis"}"#).await, Some(1.0));
+    assert_eq!(series(&c, r#"cache_hits_total{cache="redis"}"#).await, Some(2.0));
     assert_eq!(series(&c, r#"cache_misses_total{cache="redis"}"#).await, None);
     c.stop().await?;
 
