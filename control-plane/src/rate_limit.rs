@@ -170,4 +170,15 @@ mod tests {
         assert!(limiter.check("k", 2, "free", at + 60_000).unwrap().allowed);
         assert!(limiter.check("k", 0, "free", at).is_none());
     }
+
+    #[tokio::test]
+    async fn without_redis_count_is_check() {
+        let (counted, checked) = (Limiter::shared(None), Limiter::default());
+        let at = 1_800_000_000_000_i64;
+        for n in 0..4 {
+            let want = checked.check("k", 3, "free", at + n);
+            assert_eq!(counted.count("k", 3, "free", at + n).await, want, "request {n}");
+        }
+        assert!(counted.count("k", 0, "free", at).await.is_none());
+    }
 }
