@@ -150,7 +150,7 @@ impl Metrics {
                 Opts::new(
                     "edgemock_redis_errors_total",
                     "Redis calls that failed or timed out, by operation (rate_limit, cache_get, \
-                     cache_set, publish, subscribe, ping)",
+                     cache_set, publish, subscribe, check)",
                 ),
                 &["operation"],
             )?,

@@ -8,8 +8,8 @@
 //! - an unreachable Redis at start-up is logged and the process starts anyway;
 //! - every call on a request's path is bounded by `REDIS_TIMEOUT_MS`; a call that fails or
 //!   times out marks Redis down, and then requests skip it altogether (no timeout paid per
-//!   request) until the background check ([`Redis::watch`], a `PING` every
-//!   [`CHECK_EVERY`]) gets an answer again;
+//!   request) until the background check ([`Redis::watch`], a write every
+//!   [`CHECK_EVERY`]) gets two answers in a row again;
 //! - the fall back and the recovery are logged once each, and counted
 //!   (`edgemock_redis_up`, `edgemock_redis_errors_total{operation}`).
 //!
@@ -34,6 +34,8 @@ use tokio::sync::Notify;
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How long a (re)connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Answered checks in a row after which Redis is used again.
+const RECOVER_AFTER: u32 = 2;
 /// Failed checks in a row after which the connection is built anew (a connection that failed
 /// for a reason other than I/O, such as a refused password, is not retried by redis-rs).
 const REBUILD_AFTER: u32 = 10;
@@ -132,7 +134,7 @@ impl Redis {
 
     /// The first check, at start-up: up, or down with a warning (and the watcher retries).
     pub async fn connect(&self) {
-        match self.ping(CONNECT_TIMEOUT).await {
+        match self.probe(CONNECT_TIMEOUT).await {
             Ok(took) => {
                 self.set_up(true);
                 tracing::info!(redis = %self.shown, took_ms = took.as_millis(), "Redis connected");
@@ -255,13 +257,17 @@ impl Redis {
         let _: Option<()> = self.call("cache_set", set.exec_async(&mut connection)).await;
     }
 
-    /// A `PING` within `timeout`, whatever the state: for the watcher and `/health`.
-    pub async fn ping(&self, timeout: Duration) -> Result<Duration, String> {
+    /// A write within `timeout`, whatever the state: for the watcher and `/health`. A write,
+    /// not a `PING`, because requests write: a Redis that answers but refuses writes (out of
+    /// memory under `noeviction`, a read-only replica) must count as down, or requests would
+    /// find it failing again after every check.
+    pub async fn probe(&self, timeout: Duration) -> Result<Duration, String> {
         let started = Instant::now();
         let mut connection = self.connection();
-        let ping = ::redis::cmd("PING");
-        match tokio::time::timeout(timeout, ping.query_async::<String>(&mut connection)).await {
-            Ok(Ok(_)) => Ok(started.elapsed()),
+        let mut check = ::redis::cmd("SET");
+        check.arg(format!("{}check", self.prefix)).arg(1).arg("PX").arg(10_000);
+        match tokio::time::timeout(timeout, check.exec_async(&mut connection)).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
         }
@@ -286,13 +292,16 @@ impl Redis {
     }
 
     async fn check(&self) {
-        let mut failures = 0u32;
+        let (mut failures, mut answers) = (0u32, 0u32);
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
-            match self.ping(self.timeout.max(Duration::from_millis(10))).await {
+            match self.probe(self.timeout.max(Duration::from_millis(10))).await {
                 Ok(_) => {
                     failures = 0;
-                    if !self.is_up() {
+                    answers = answers.saturating_add(1);
+                    // Two answers in a row: a Redis at the edge of REDIS_TIMEOUT_MS goes down
+                    // and up at most once a second, not on every check.
+                    if !self.is_up() && answers >= RECOVER_AFTER {
                         self.set_up(true);
                         // Changes made while it was down were not announced.
                         self.announce.notify_one();
@@ -303,7 +312,8 @@ impl Redis {
                     }
                 }
                 Err(e) => {
-                    self.failed("ping", &e);
+                    self.failed("check", &e);
+                    answers = 0;
                     failures += 1;
                     if failures.is_multiple_of(REBUILD_AFTER) {
                         match Self::manager(&self.client, self.timeout) {

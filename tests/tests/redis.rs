@@ -2,8 +2,8 @@
 //! SQLite database and one `redis-server`. Rate limits hold across both; a change made
 //! through one is served by the other at once and never rolls back; with Redis stopped or
 //! hung, mocks keep answering fast, limits fall back to per-process counts and `/health`
-//! says so; with Redis back, sharing resumes. A Redis that is not there at start-up never
-//! stops a control plane.
+//! says so; with Redis back, sharing resumes. A Redis that answers but refuses writes is
+//! down too. A Redis that is not there at start-up never stops a control plane.
 
 // A failed unwrap in a test is a failed test, with the line that failed.
 #![allow(clippy::unwrap_used)]
@@ -367,6 +367,32 @@ async fn a_hung_redis_costs_at_most_one_timeout() -> anyhow::Result<()> {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 
     redis.resume()?;
+    wait_for_redis(&[&cp], "ok").await?;
+    cp.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_writes_counts_as_down() -> anyhow::Result<()> {
+    let redis = Redis::start()?;
+    let dir = TempDir::new()?;
+    let cp = replica(&ControlPlane::sqlite_url(&dir), &redis.url(), |_| {}).await?;
+    api(&cp, "full").await?;
+    wait_for_redis(&[&cp], "ok").await?;
+    // Out of memory under the default `noeviction`: PING still answers, every write fails.
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"])?;
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(5), "Redis down", || async {
+        assert_eq!(mock(&client, &cp, "full").await.0, 200);
+        (redis_state(&cp).await == "down").then_some(())
+    })
+    .await?;
+    // And it stays down (a PING would call it up again every second), while mocks answer.
+    for _ in 0..20 {
+        assert_eq!(mock(&client, &cp, "full").await.0, 200);
+        assert_eq!(redis_state(&cp).await, "down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"])?;
     wait_for_redis(&[&cp], "ok").await?;
     cp.stop().await
 }

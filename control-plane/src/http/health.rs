@@ -6,7 +6,7 @@
 //!   counts and the database, and taking them all out of service for it would turn a slower
 //!   or less exact service into none;
 //! - `/health/startup`: every migration this binary knows is applied (it has started);
-//! - `/health`: all of it with response times (Redis with a `PING` of its own), plus
+//! - `/health`: all of it with response times (Redis with a write of its own), plus
 //!   version, uptime, memory and, on SQLite, free disk space where the database lives. For
 //!   people and dashboards; 503 when not ready, `"status": "degraded"` (200) when only Redis
 //!   is down.
@@ -68,11 +68,12 @@ async fn database(state: &AppState) -> Check {
     Check { status, took: started.elapsed() }
 }
 
-/// A `PING` to Redis within `HEALTH_CHECK_TIMEOUT`; `None` without `REDIS_URL`.
+/// A write to Redis (as the watcher checks it) within `HEALTH_CHECK_TIMEOUT`; `None` without
+/// `REDIS_URL`.
 async fn redis(state: &AppState) -> Option<Check> {
     let redis = state.redis.as_ref()?;
     let started = Instant::now();
-    let status = match redis.ping(state.health_timeout).await {
+    let status = match redis.probe(state.health_timeout).await {
         Ok(_) => "ok",
         Err(e) if e.starts_with("no answer") => "timeout",
         Err(e) => {
