@@ -23,8 +23,9 @@ COUNTERS_AND_GAUGES = {
     "http_requests_total", "http_requests_in_progress", "mock_requests_total",
     "webhook_deliveries_total", "cache_hits_total", "cache_misses_total",
     "rate_limit_exceeded_total",
-    # edgemock's own: publish failures and the edge analytics lag.
+    # edgemock's own: publish failures, the edge analytics lag, Redis (with REDIS_URL).
     "edgemock_publish_failures_total", "edgemock_analytics_lag_seconds",
+    "edgemock_redis_up", "edgemock_redis_errors_total",
     # Prometheus' own, per scrape target.
     "up",
 }

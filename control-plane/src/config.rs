@@ -74,6 +74,17 @@ pub struct Config {
     pub webhook_retry_delay: Duration,
     /// `WEBHOOK_TIMEOUT_MS` (`10000`, at most 60000): the time limit of one attempt.
     pub webhook_timeout: Duration,
+    /// `REDIS_URL` (unset): `redis://[:password@]host[:port][/db]` or `rediss://…` (TLS).
+    /// Rate limits and the native runtime's snapshots are shared through it (see
+    /// [`crate::redis`]); unset, each process counts and caches alone. An unreachable Redis
+    /// never stops the process: it falls back and reconnects in the background.
+    pub redis_url: Option<String>,
+    /// `REDIS_KEY_PREFIX` (`edgemock:`): starts every key and channel, so several deployments
+    /// (staging, production) can share one Redis.
+    pub redis_key_prefix: String,
+    /// `REDIS_TIMEOUT_MS` (`100`, 1 to 10000): the longest a request waits for Redis before
+    /// falling back (and skipping Redis until it answers again).
+    pub redis_timeout: Duration,
     /// OpenTelemetry traces over OTLP/HTTP (`OTEL_*`, see [`Traces`]): `None`, the default,
     /// unless `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
     /// (and `OTEL_SDK_DISABLED` is not `true`).
@@ -191,6 +202,9 @@ impl std::fmt::Debug for Config {
             .field("webhook_retry_attempts", &self.webhook_retry_attempts)
             .field("webhook_retry_delay", &self.webhook_retry_delay)
             .field("webhook_timeout", &self.webhook_timeout)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("redis_timeout", &self.redis_timeout)
             .field("traces", &self.traces)
             .finish()
     }
@@ -247,6 +261,9 @@ impl Default for Config {
             webhook_retry_attempts: 3,
             webhook_retry_delay: Duration::from_secs(1),
             webhook_timeout: Duration::from_secs(10),
+            redis_url: None,
+            redis_key_prefix: "edgemock:".to_owned(),
+            redis_timeout: Duration::from_millis(100),
             traces: None,
         }
     }
@@ -394,6 +411,13 @@ impl Config {
                 lookup("WEBHOOK_TIMEOUT_MS"),
                 10_000u64,
             )?),
+            redis_url: lookup("REDIS_URL"),
+            redis_key_prefix: lookup("REDIS_KEY_PREFIX").unwrap_or(defaults.redis_key_prefix),
+            redis_timeout: Duration::from_millis(parse(
+                "REDIS_TIMEOUT_MS",
+                lookup("REDIS_TIMEOUT_MS"),
+                100u64,
+            )?),
             traces: traces(&lookup)?,
         };
         config.check_jwt_secret()?;
@@ -414,6 +438,13 @@ impl Config {
                 "WEBHOOK_TIMEOUT_MS must be between 1 and {}",
                 crate::webhooks::MAX_TIMEOUT.as_millis()
             );
+        }
+        if let Some(url) = &config.redis_url {
+            crate::redis::check_url(url)?;
+        }
+        crate::redis::check_prefix(&config.redis_key_prefix)?;
+        if config.redis_timeout.is_zero() || config.redis_timeout > Duration::from_secs(10) {
+            bail!("REDIS_TIMEOUT_MS must be between 1 and 10000");
         }
         if config.database_max_connections == 0 {
             bail!("DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -632,6 +663,17 @@ mod tests {
         assert_eq!(c.webhook_retry_attempts, 3);
         assert_eq!(c.webhook_retry_delay, Duration::from_secs(1));
         assert!(c.database_migrate);
+        assert!(c.redis_url.is_none());
+        assert_eq!(
+            (c.redis_key_prefix.as_str(), c.redis_timeout),
+            ("edgemock:", Duration::from_millis(100))
+        );
+        for url in
+            ["redis://cache:6379/0", "rediss://:p%40ss@cache.example.com:6380", "redis://u:p@[::1]"]
+        {
+            let c = from(&[("REDIS_URL", url)]).unwrap();
+            assert_eq!(c.redis_url.as_deref(), Some(url));
+        }
         let c = from(&[
             ("PORT", "8080"),
             ("EDGE_URL", "http://x:1/"),
@@ -659,6 +701,12 @@ mod tests {
             (vec![("WEBHOOK_RETRY_DELAY_MS", "0")], "WEBHOOK_RETRY_DELAY_MS"),
             (vec![("WEBHOOK_TIMEOUT_MS", "60001")], "WEBHOOK_TIMEOUT_MS"),
             (vec![("WEBHOOKS_ENABLED", "maybe")], "WEBHOOKS_ENABLED"),
+            (vec![("REDIS_URL", "localhost:6379")], "REDIS_URL"),
+            (vec![("REDIS_URL", "http://cache:6379")], "REDIS_URL"),
+            (vec![("REDIS_URL", "redis://")], "REDIS_URL"),
+            (vec![("REDIS_URL", "redis://cache:port")], "REDIS_URL"),
+            (vec![("REDIS_TIMEOUT_MS", "0")], "REDIS_TIMEOUT_MS"),
+            (vec![("REDIS_KEY_PREFIX", "two words")], "REDIS_KEY_PREFIX"),
             (
                 vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -766,10 +814,15 @@ mod tests {
             ("EDGE_URL", "http://e"),
             ("EDGE_PUBLISH_TOKEN", "s3cret"),
             ("JWT_SECRET", "jwt-secret-that-is-long-enough-1234"),
+            ("REDIS_URL", "rediss://default:redis-pw@cache:6380/1"),
         ])
         .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("redis-pw") && shown.contains("cache:6380"), "{shown}");
+        // Nor does an error about the URL.
+        let err = from(&[("REDIS_URL", "rediss://:redis-pw@cache:port")]).unwrap_err().to_string();
+        assert!(!err.contains("redis-pw"), "{err}");
         assert!(!shown.contains("jwt-secret"), "{shown}");
     }
 }

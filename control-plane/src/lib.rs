@@ -12,6 +12,7 @@
 //! - [`openapi`] — OpenAPI 3.0/3.1 import (with generated examples) and export; pure.
 //! - [`publish`] — snapshots to the edge, off the request path, with retries.
 //! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
+//! - [`redis`] — the optional shared tier (`REDIS_URL`) and its fall back.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logs, and OpenTelemetry traces over OTLP when configured.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod publish;
 pub mod rate_limit;
+pub mod redis;
 pub mod runtime;
 pub mod telemetry;
 pub mod webhooks;
@@ -59,6 +61,9 @@ pub struct Application {
     analytics: Option<analytics::Writer>,
     db: db::Db,
     retention_days: Option<u32>,
+    /// With `REDIS_URL`: its watcher runs with the server.
+    redis: Option<Arc<redis::Redis>>,
+    changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Application {
@@ -92,8 +97,26 @@ impl Application {
         } else {
             None
         };
+        let redis = match &config.redis_url {
+            Some(url) => {
+                if let Some(metrics) = &metrics {
+                    metrics.register_redis()?;
+                }
+                let redis = redis::Redis::new(
+                    url,
+                    &config.redis_key_prefix,
+                    config.redis_timeout,
+                    metrics.clone(),
+                )?;
+                // Bounded; an unreachable Redis is logged and retried, never fatal.
+                redis.connect().await;
+                Some(redis)
+            }
+            None => None,
+        };
         let publisher = Publisher::new(db.clone(), sink, outbox.clone())
-            .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()));
+            .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()))
+            .with_announcer(redis.as_ref().map(|r| r.announcer()));
         let (recorder, writer) = if config.analytics_enabled {
             let (recorder, writer) = analytics::Recorder::new(db.clone());
             (Some(recorder), Some(writer))
@@ -130,7 +153,9 @@ impl Application {
             proxy_policy,
             config.proxy_default_timeout_ms,
         )?
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_redis(redis.clone());
+        let changes = publisher.changes();
         let router = http::router(http::AppState::new(http::Shared {
             db: db.clone(),
             publisher: publisher.clone(),
@@ -141,7 +166,8 @@ impl Application {
             metrics,
             recorder,
             rate_limits: config.rate_limits,
-            limiter: rate_limit::Limiter::default(),
+            limiter: rate_limit::Limiter::shared(redis.clone()),
+            redis: redis.clone(),
             analytics_retention_days: config.analytics_retention_days,
             cors_allowed_origins: config.cors_allowed_origins.clone(),
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
@@ -164,6 +190,8 @@ impl Application {
             analytics: writer,
             db,
             retention_days,
+            redis,
+            changes,
         })
     }
 
@@ -186,6 +214,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "control plane listening");
         let publisher = tokio::spawn(self.publisher.run());
+        let redis = self.redis.map(|r| AbortOnDrop(tokio::spawn(r.watch(self.changes))));
         let writer = self.analytics.map(|w| tokio::spawn(w.run()));
         let cleanup = self
             .retention_days
@@ -198,6 +227,7 @@ impl Application {
             .await
             .context("the server failed");
         publisher.abort();
+        drop(redis);
         if let Some(cleanup) = cleanup {
             cleanup.abort();
         }

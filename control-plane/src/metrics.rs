@@ -36,6 +36,10 @@ pub struct Metrics {
     publish_failures: prometheus::IntCounter,
     analytics_lag: prometheus::Gauge,
     rate_limited: IntCounterVec,
+    /// Registered only with `REDIS_URL` ([`Metrics::register_redis`]): a deployment without
+    /// Redis shows no Redis series (and no alert on a Redis it does not have).
+    redis_up: IntGauge,
+    redis_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +142,18 @@ impl Metrics {
                 .buckets(BUCKETS.to_vec()),
                 &["event", "outcome"],
             )?,
+            redis_up: IntGauge::new(
+                "edgemock_redis_up",
+                "1 while Redis (REDIS_URL) answers and is used, 0 while requests fall back",
+            )?,
+            redis_errors: IntCounterVec::new(
+                Opts::new(
+                    "edgemock_redis_errors_total",
+                    "Redis calls that failed or timed out, by operation (rate_limit, cache_get, \
+                     cache_set, publish, subscribe, check)",
+                ),
+                &["operation"],
+            )?,
             registry,
         };
         metrics.db_max_connections.set(i64::from(max_connections));
@@ -224,6 +240,22 @@ impl Metrics {
     /// A 429, by `scope`: `client` (admin API) or `workspace` (native runtime).
     pub fn rate_limited(&self, scope: &str) {
         self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    /// Adds the Redis series (`REDIS_URL` is set).
+    pub fn register_redis(&self) -> anyhow::Result<()> {
+        self.registry.register(Box::new(self.redis_up.clone()))?;
+        self.registry.register(Box::new(self.redis_errors.clone()))?;
+        Ok(())
+    }
+
+    pub fn redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
+    }
+
+    /// A failed Redis call; `operation` is one of the fixed names in the help text.
+    pub fn redis_error(&self, operation: &'static str) {
+        self.redis_errors.with_label_values(&[operation]).inc();
     }
 
     pub fn cache(&self, cache: &str, hit: bool) {

@@ -205,6 +205,9 @@ pub struct Publisher {
     changes: Arc<std::sync::atomic::AtomicU64>,
     /// `edgemock_publish_failures_total`, when metrics are on.
     failures: Option<prometheus::IntCounter>,
+    /// With `REDIS_URL`: rung on every change, so the other replicas hear of it
+    /// ([`crate::redis::Redis::announcer`]).
+    announce: Option<Arc<Notify>>,
 }
 
 impl Publisher {
@@ -222,7 +225,15 @@ impl Publisher {
             outbox,
             changes: Arc::default(),
             failures: None,
+            announce: None,
         }
+    }
+
+    /// Rings `announce` on every change too.
+    #[must_use]
+    pub fn with_announcer(mut self, announce: Option<Arc<Notify>>) -> Self {
+        self.announce = announce;
+        self
     }
 
     /// Counts failed publish attempts in `failures`.
@@ -240,6 +251,9 @@ impl Publisher {
     pub fn wake(&self) {
         self.changes.fetch_add(1, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
+        if let Some(announce) = &self.announce {
+            announce.notify_one();
+        }
     }
 
     /// The change counter that [`Publisher::wake`] bumps.

@@ -5,13 +5,15 @@
 //! - the admin API, per client: `GLOBAL_RATE_LIMIT_RPM` (100), the client being its
 //!   credential (a hash of the `Authorization` header) or, without one, its address.
 //!
-//! `0` turns a limit off. Counts live in this process: with several replicas each counts
-//! its own share (a shared tier in Redis is the next step, see the README).
+//! `0` turns a limit off. With `REDIS_URL`, a window's count lives in Redis (one `INCR` on a
+//! key per window, [`Limiter::count`]), so the limits hold across replicas; without Redis, or
+//! while it is down or slow (`REDIS_TIMEOUT_MS`), each process counts its own share here
+//! ([`Limiter::check`]), silently.
 //! An answer over the limit is a 429 with `Retry-After` and `X-RateLimit-Tier`, `-Limit`,
 //! `-Remaining`, `-Reset`; answers under it carry the `X-RateLimit-*` headers too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use edgemock_shared::model::{PlanTier, WorkspaceRef};
 
@@ -65,9 +67,36 @@ impl Verdict {
 #[derive(Debug, Default)]
 pub struct Limiter {
     counts: Mutex<HashMap<String, (i64, u32)>>,
+    /// With `REDIS_URL`: the counts every replica shares.
+    shared: Option<Arc<crate::redis::Redis>>,
 }
 
 impl Limiter {
+    /// A limiter that counts in `redis` while it answers, and here otherwise.
+    pub fn shared(redis: Option<Arc<crate::redis::Redis>>) -> Self {
+        Self { counts: Mutex::default(), shared: redis }
+    }
+
+    /// As [`Limiter::check`], but across replicas while Redis is configured and up; in this
+    /// process otherwise. Without Redis it awaits nothing: it is `check`.
+    pub async fn count(
+        &self,
+        key: &str,
+        limit: u32,
+        tier: &'static str,
+        now_ms: i64,
+    ) -> Option<Verdict> {
+        if let Some(redis) = &self.shared
+            && limit != 0
+            && redis.is_up()
+            // Boxed: the Redis call's state stays out of every request's future.
+            && let Some(verdict) = Box::pin(shared_check(redis, key, limit, tier, now_ms)).await
+        {
+            return Some(verdict);
+        }
+        self.check(key, limit, tier, now_ms)
+    }
+
     /// Counts one request under `key` against `limit` at `now_ms`; `None` when `limit` is 0.
     pub fn check(&self, key: &str, limit: u32, tier: &'static str, now_ms: i64) -> Option<Verdict> {
         if limit == 0 {
@@ -97,6 +126,32 @@ impl Limiter {
     }
 }
 
+/// One request counted in Redis: the key is the window's (`{prefix}rl:{key}:{minute}`), and
+/// expires a window after the window ends. `None` when Redis did not answer in time.
+async fn shared_check(
+    redis: &crate::redis::Redis,
+    key: &str,
+    limit: u32,
+    tier: &'static str,
+    now_ms: i64,
+) -> Option<Verdict> {
+    let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
+    let redis_key = format!("{}rl:{key}:{}", redis.prefix(), window / WINDOW_MS);
+    let ttl = std::time::Duration::from_millis(2 * WINDOW_MS.unsigned_abs());
+    let count = redis.increment(&redis_key, ttl).await?;
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    let reset_ms = window + WINDOW_MS - now_ms;
+    // Every request is counted, refused ones too (the local count stops at the limit): the
+    // headers read the same either way.
+    Some(Verdict {
+        allowed: count <= limit,
+        tier,
+        limit,
+        remaining: limit.saturating_sub(count),
+        reset_seconds: u64::try_from(reset_ms).unwrap_or_default().div_ceil(1000),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::Limiter;
@@ -114,5 +169,16 @@ mod tests {
         assert!(limiter.check("other", 2, "free", at + 2).unwrap().allowed);
         assert!(limiter.check("k", 2, "free", at + 60_000).unwrap().allowed);
         assert!(limiter.check("k", 0, "free", at).is_none());
+    }
+
+    #[tokio::test]
+    async fn without_redis_count_is_check() {
+        let (counted, checked) = (Limiter::shared(None), Limiter::default());
+        let at = 1_800_000_000_000_i64;
+        for n in 0..4 {
+            let want = checked.check("k", 3, "free", at + n);
+            assert_eq!(counted.count("k", 3, "free", at + n).await, want, "request {n}");
+        }
+        assert!(counted.count("k", 0, "free", at).await.is_none());
     }
 }

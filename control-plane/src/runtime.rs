@@ -7,6 +7,15 @@
 //! for `MOCK_API_CACHE_TTL_SECONDS` (changes made through other replicas); then the API's
 //! version is read again and the engine recompiled only if it changed.
 //!
+//! With `REDIS_URL` there is a tier between memory and the database: the snapshot JSON under
+//! `{prefix}snapshot:{format}:{slug}:{version}`, kept for `MOCK_API_CACHE_TTL_SECONDS`.
+//! Invariant: a snapshot from Redis is used only when its version is the one the database
+//! holds now (read just before, as without Redis), so Redis can save a build but never make
+//! an answer older; a slow reader that writes an old version back writes it under the old
+//! version's key, which no current reader asks for. Changes made through other replicas
+//! arrive as announcements ([`crate::redis`]) that bump the generation, so they are served
+//! at once rather than after the TTL (which stays the bound while Redis is down).
+//!
 //! What the edge does around the engine, this does too: delays, proxying under the same
 //! policy (`PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS`), deduplication
 //! (`DEDUP_TTL_SECONDS`, in this process's memory where the edge uses a location's cache),
@@ -60,6 +69,8 @@ pub struct Runtime {
     dedup_ttl: Duration,
     replays: Arc<std::sync::Mutex<Replays>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// With `REDIS_URL`: snapshots shared between replicas.
+    redis: Option<Arc<crate::redis::Redis>>,
     pub proxy_policy: ProxyPolicy,
     pub proxy_default_timeout_ms: u32,
     http: reqwest::Client,
@@ -102,6 +113,7 @@ impl Runtime {
             dedup_ttl,
             replays: Arc::default(),
             metrics: None,
+            redis: None,
             proxy_policy,
             proxy_default_timeout_ms,
             http,
@@ -112,6 +124,14 @@ impl Runtime {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Shares snapshots through `redis` (a tier between memory and the database).
+    #[must_use]
+    pub fn with_redis(mut self, redis: Option<Arc<crate::redis::Redis>>) -> Self {
+        // `SET … PX 0` is refused; a TTL of 0 caches nothing anyway.
+        self.redis = redis.filter(|_| !self.ttl.is_zero());
         self
     }
 
@@ -189,6 +209,12 @@ impl Runtime {
             self.remember(slug, Some(engine.clone()), api.version, generation).await;
             return Ok(Some(engine));
         }
+        if let Some(redis) = &self.redis
+            && let Some(engine) = Box::pin(self.shared_engine(redis, slug, api.version)).await
+        {
+            self.remember(slug, Some(engine.clone()), api.version, generation).await;
+            return Ok(Some(engine));
+        }
         let snapshot = crate::publish::build_snapshot(&self.db, &api.id)
             .await
             .map_err(LoadError::Unreadable)?;
@@ -196,8 +222,77 @@ impl Runtime {
         let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
         let engine =
             Arc::new(Engine::from_snapshot(snapshot).map_err(|e| LoadError::Unreadable(e.into()))?);
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
+            self.share(redis, engine.clone());
+        }
         self.remember(slug, Some(engine.clone()), version, generation).await;
         Ok(Some(engine))
+    }
+
+    /// The Redis key of `slug`'s snapshot at `version`.
+    fn snapshot_key(redis: &crate::redis::Redis, slug: &str, version: i64) -> String {
+        let format = edgemock_shared::SNAPSHOT_FORMAT_VERSION;
+        format!("{}snapshot:{format}:{slug}:{version}", redis.prefix())
+    }
+
+    /// The engine of `slug` at `version` compiled from Redis' copy, if it holds that version
+    /// (anything else, or anything unreadable, is a miss; Redis down is neither).
+    async fn shared_engine(
+        &self,
+        redis: &crate::redis::Redis,
+        slug: &str,
+        version: i64,
+    ) -> Option<Arc<Engine>> {
+        let found = redis.get(&Self::snapshot_key(redis, slug, version)).await?;
+        let engine = found.and_then(|bytes| {
+            let snapshot: edgemock_shared::Snapshot = serde_json::from_slice(&bytes).ok()?;
+            let same =
+                i64::try_from(snapshot.version).ok() == Some(version) && snapshot.api.slug == slug;
+            same.then(|| Engine::from_snapshot(snapshot).ok()).flatten()
+        });
+        if let Some(metrics) = &self.metrics {
+            metrics.cache("redis", engine.is_some());
+        }
+        engine.map(Arc::new)
+    }
+
+    /// Writes `engine`'s snapshot to Redis for the other replicas, off the request's path.
+    fn share(&self, redis: &Arc<crate::redis::Redis>, engine: Arc<Engine>) {
+        let (redis, ttl) = (redis.clone(), self.ttl);
+        tokio::spawn(async move {
+            let snapshot = engine.snapshot();
+            let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
+            if let Ok(body) = serde_json::to_vec(snapshot) {
+                let key = Self::snapshot_key(&redis, &snapshot.api.slug, version);
+                redis.set(&key, &body, ttl).await;
+            }
+        });
+    }
+
+    /// The current snapshot of `api` (a row just read) as JSON, for the edge's fallback
+    /// route: from Redis when it holds this version, else built (and shared).
+    pub async fn snapshot_json(&self, api: &db::ApiRow) -> Result<Option<Vec<u8>>, LoadError> {
+        if let Some(redis) = &self.redis {
+            let found = redis.get(&Self::snapshot_key(redis, &api.slug, api.version)).await;
+            if let (Some(metrics), Some(found)) = (&self.metrics, &found) {
+                metrics.cache("redis", found.is_some());
+            }
+            if let Some(Some(body)) = found {
+                return Ok(Some(body));
+            }
+        }
+        let snapshot = crate::publish::build_snapshot(&self.db, &api.id)
+            .await
+            .map_err(LoadError::Unreadable)?;
+        let Some(snapshot) = snapshot else { return Ok(None) };
+        let body = serde_json::to_vec(&snapshot).map_err(|e| LoadError::Unreadable(e.into()))?;
+        if let Some(redis) = self.redis.clone().filter(|r| r.is_up()) {
+            let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
+            let key = Self::snapshot_key(&redis, &snapshot.api.slug, version);
+            let (shared, ttl) = (body.clone(), self.ttl);
+            tokio::spawn(async move { redis.set(&key, &shared, ttl).await });
+        }
+        Ok(Some(body))
     }
 
     async fn remember(
@@ -208,6 +303,11 @@ impl Runtime {
         generation: u64,
     ) {
         let mut cache = self.cache.write().await;
+        // A slower load of an older version must not replace a newer one: versions of a slug
+        // only grow.
+        if engine.is_some() && cache.get(slug).is_some_and(|c| c.version > version) {
+            return;
+        }
         if cache.len() >= MAX_CACHED_APIS && !cache.contains_key(slug) {
             let oldest = cache.iter().min_by_key(|(_, c)| c.loaded_at).map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {

@@ -2,6 +2,7 @@
 //!
 //! - [`Edge`]: the Worker in `wrangler dev` (workerd) with its own local KV state.
 //! - [`Postgres`]: a throwaway PostgreSQL server started from the installed binaries.
+//! - [`Redis`]: a throwaway `redis-server` that can be stopped, paused and started again.
 //! - [`ControlPlane`]: the control plane on port 0, in-process, over SQLite or PostgreSQL.
 //! - [`eventually`]: poll with a deadline instead of sleeping.
 //!
@@ -316,6 +317,154 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A `redis-server` of its own on a free loopback port, in a temporary directory, without
+/// persistence (so a restart starts empty, as a replaced Redis would); killed when dropped.
+#[derive(Debug)]
+pub struct Redis {
+    pub port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> anyhow::Result<Self> {
+        let mut redis = Self::stopped(None)?;
+        redis.start_again()?;
+        Ok(redis)
+    }
+
+    /// As [`Redis::start`], asking clients for `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> anyhow::Result<Self> {
+        let mut redis = Self::stopped(Some(password))?;
+        redis.start_again()?;
+        Ok(redis)
+    }
+
+    /// A port and a directory, and no server yet ([`Redis::start_again`] starts it).
+    pub fn stopped(password: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Self {
+            port: free_port(),
+            password: password.map(str::to_owned),
+            child: None,
+            dir: TempDir::new()?,
+        })
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts the server on its port (again) and waits until it answers `PING`.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("redis-server is running already");
+        }
+        let program = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let log = self.dir.path().join("redis.log");
+        let mut command = Command::new(&program);
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {program}: run scripts/setup"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.answers() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("redis-server did not answer on port {}:\n{}", self.port, tail(&log, 20))
+    }
+
+    /// Whether the server answers a `PING` (authenticated if it has a password) at once.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut request = String::new();
+        if let Some(password) = &self.password {
+            request.push_str(&format!("AUTH {password}\r\n"));
+        }
+        request.push_str("PING\r\n");
+        let mut answer = [0u8; 64];
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read(&mut answer).is_ok_and(|n| {
+                String::from_utf8_lossy(&answer[..n]).contains("PONG")
+                    || (self.password.is_some() && answer.starts_with(b"+OK"))
+            })
+    }
+
+    /// Runs one command through `redis-cli` and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(password) = &self.password {
+            command.args(["--no-auth-warning", "-a", password]);
+        }
+        let out = command.args(args).stdin(Stdio::null()).output().context("redis-cli")?;
+        if !out.status.success() {
+            bail!("redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Kills the server (as a crash or a lost node would look to clients) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a
+    /// hung Redis.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let Some(child) = &self.child else { bail!("redis-server is not running") };
+        let status =
+            Command::new("kill").args(["-s", signal]).arg(child.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -s {signal} {} failed", child.id());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // SIGKILL ends a paused server too.
+        self.stop();
     }
 }
 

@@ -1,9 +1,15 @@
 //! Health probes for Kubernetes, and `/metrics`:
 //! - `/health/live`: the process answers (restart it if not);
 //! - `/health/ready`: the database answers within `HEALTH_CHECK_TIMEOUT` (send traffic);
+//!   with `REDIS_URL`, it also says whether Redis is in use (`"redis": "ok"` or `"down"`),
+//!   but a Redis that is down does not make it unready: every replica falls back to its own
+//!   counts and the database, and taking them all out of service for it would turn a slower
+//!   or less exact service into none;
 //! - `/health/startup`: every migration this binary knows is applied (it has started);
-//! - `/health`: all of it with response times, plus version, uptime, memory and, on SQLite,
-//!   free disk space where the database lives. For people and dashboards; 503 when not ready.
+//! - `/health`: all of it with response times (Redis with a write of its own), plus
+//!   version, uptime, memory and, on SQLite, free disk space where the database lives. For
+//!   people and dashboards; 503 when not ready, `"status": "degraded"` (200) when only Redis
+//!   is down.
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +68,22 @@ async fn database(state: &AppState) -> Check {
     Check { status, took: started.elapsed() }
 }
 
+/// A write to Redis (as the watcher checks it) within `HEALTH_CHECK_TIMEOUT`; `None` without
+/// `REDIS_URL`.
+async fn redis(state: &AppState) -> Option<Check> {
+    let redis = state.redis.as_ref()?;
+    let started = Instant::now();
+    let status = match redis.probe(state.health_timeout).await {
+        Ok(_) => "ok",
+        Err(e) if e.starts_with("no answer") => "timeout",
+        Err(e) => {
+            tracing::debug!(error = %e, "health: Redis check failed");
+            "error"
+        }
+    };
+    Some(Check { status, took: started.elapsed() })
+}
+
 /// Whether every migration of this binary is recorded as applied.
 async fn migrations(state: &AppState) -> (Check, usize, usize) {
     let started = Instant::now();
@@ -94,7 +116,13 @@ fn verdict(ok: bool, body: Value) -> (StatusCode, Json<Value>) {
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db = database(&state).await;
     let status = if db.ok() { "ok" } else { "unavailable" };
-    verdict(db.ok(), json!({ "status": status, "database": db.status }))
+    let mut body = json!({ "status": status, "database": db.status });
+    // What requests do now (the watcher's view), not a call of its own: a probe never waits
+    // on Redis.
+    if let Some(redis) = &state.redis {
+        body["redis"] = json!(if redis.is_up() { "ok" } else { "down" });
+    }
+    verdict(db.ok(), body)
 }
 
 async fn startup(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
@@ -107,18 +135,28 @@ async fn startup(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 async fn details(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let (db, (migrated, applied, known)) = tokio::join!(database(&state), migrations(&state));
+    let (db, (migrated, applied, known), redis) =
+        tokio::join!(database(&state), migrations(&state), redis(&state));
     let ok = db.ok() && migrated.ok();
     let mut migrations = migrated.json();
     migrations["applied"] = json!(applied);
     migrations["known"] = json!(known);
+    let mut checks = json!({ "database": db.json(), "migrations": migrations });
+    let status = match &redis {
+        _ if !ok => "unavailable",
+        Some(redis) if !redis.ok() => "degraded",
+        _ => "ok",
+    };
+    if let Some(redis) = &redis {
+        checks["redis"] = redis.json();
+    }
     verdict(
         ok,
         json!({
-            "status": if ok { "ok" } else { "unavailable" },
+            "status": status,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": state.started.elapsed().as_secs(),
-            "checks": { "database": db.json(), "migrations": migrations },
+            "checks": checks,
             "memory": { "resident_bytes": resident_bytes() },
             "disk": state.data_dir.as_deref().map(disk),
         }),

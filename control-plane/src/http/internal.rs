@@ -13,7 +13,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use edgemock_shared::Snapshot;
 use edgemock_shared::analytics::AnalyticsBatch;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -21,7 +20,6 @@ use subtle::ConstantTimeEq;
 use super::apis::find_api;
 use super::{AppState, Input};
 use crate::error::{ApiError, Result};
-use crate::publish::build_snapshot;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -45,17 +43,22 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
     }
 }
 
+/// The snapshot as the publisher would send it; with `REDIS_URL`, Redis' copy of this
+/// version when it has one (see [`crate::runtime`]).
 async fn get_internal_snapshot(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(key): Path<String>,
-) -> Result<Json<Snapshot>> {
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
     authorize(&state, &headers)?;
     let api = find_api(&state, &key).await?;
-    build_snapshot(&state.db, &api.id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("API '{key}'")))
+    let body = state.runtime.snapshot_json(&api).await.map_err(|e| match e {
+        crate::runtime::LoadError::Database(e) => ApiError::from(e),
+        crate::runtime::LoadError::Unreadable(e) => ApiError::Internal(e),
+    })?;
+    let body = body.ok_or_else(|| ApiError::NotFound(format!("API '{key}'")))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Stores the batch in one transaction: all of it or, on a database error, none (the edge

@@ -94,13 +94,13 @@ pub(super) async fn load(
 
 /// Counts one request (or WebSocket handshake, as the edge does) against the workspace's
 /// rate limit: the verdict, whose headers go on the answer, or the edge's 429.
-pub(super) fn limit(
+pub(super) async fn limit(
     state: &AppState,
     engine: &edgemock_shared::Engine,
 ) -> Result<Option<crate::rate_limit::Verdict>, MockResponse> {
     let workspace = &engine.snapshot().workspace;
     let (limit, tier) = state.rate_limits.for_workspace(workspace);
-    let verdict = state.limiter.check(&format!("ws:{}", workspace.id), limit, tier, now_ms());
+    let verdict = state.limiter.count(&format!("ws:{}", workspace.id), limit, tier, now_ms()).await;
     let Some(refused) = verdict.filter(|v| !v.allowed) else { return Ok(verdict) };
     if let Some(metrics) = &state.metrics {
         metrics.rate_limited("workspace");
@@ -274,7 +274,7 @@ async fn answer(
         Err(refusal) => return refusal,
     };
     counted.api_exists = true;
-    let verdict = match limit(state, &engine) {
+    let verdict = match limit(state, &engine).await {
         Ok(verdict) => verdict,
         Err(refusal) => return refusal,
     };

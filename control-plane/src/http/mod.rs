@@ -90,6 +90,8 @@ pub struct Shared {
     /// Rate limits and their counters (see [`crate::rate_limit`]).
     pub rate_limits: crate::rate_limit::Limits,
     pub limiter: crate::rate_limit::Limiter,
+    /// `REDIS_URL`'s connection, for health; `None` without Redis.
+    pub redis: Option<std::sync::Arc<crate::redis::Redis>>,
     /// The native runtime's analytics events; `None` with `ANALYTICS_ENABLED=false`.
     pub recorder: Option<crate::analytics::Recorder>,
     /// `ANALYTICS_RETENTION_DAYS`, for `POST /api/v1/analytics/cleanup`.
@@ -201,7 +203,8 @@ async fn limit_clients(
         None => "client:anonymous".to_owned(),
     };
     let now = crate::db::now_ms();
-    let Some(verdict) = state.limiter.check(&key, state.rate_limits.global_rpm, "client", now)
+    let Some(verdict) =
+        state.limiter.count(&key, state.rate_limits.global_rpm, "client", now).await
     else {
         return next.run(request).await;
     };

@@ -115,7 +115,7 @@ async fn accept(
 ) -> Result<Response, MockResponse> {
     let engine = load(state, api).await?;
     // A handshake counts against the workspace's limit, as at the edge.
-    limit(state, &engine)?;
+    limit(state, &engine).await?;
     let Some(ws) = engine.websocket(&path) else {
         return Err(error(
             404,
