@@ -26,11 +26,11 @@ pub fn json_response(status: u16, value: &Value) -> Result<Response> {
 
 /// A response with `status` and `body`; statuses that may carry no body (1xx, 204, 205, 304)
 /// get none, since the runtime refuses to build them with one.
-pub fn with_body(status: u16, body: Vec<u8>) -> Result<Response> {
+pub fn with_body(status: u16, body: impl Into<Vec<u8>>) -> Result<Response> {
     if matches!(status, 100..=199 | 204 | 205 | 304) {
         Ok(Response::empty()?.with_status(status))
     } else {
-        Ok(Response::from_bytes(body)?.with_status(status))
+        Ok(Response::from_bytes(body.into())?.with_status(status))
     }
 }
 
@@ -45,7 +45,8 @@ pub async fn finish(mut response: Response, request_id: &str) -> Result<(Respons
     if response.headers().has(ERROR_HEADER)? {
         let status = response.status_code();
         let headers = response.headers().clone();
-        let bytes = edgemock_shared::response::with_request_id(response.bytes().await?, request_id);
+        let bytes =
+            edgemock_shared::response::with_request_id(response.bytes().await?.into(), request_id);
         let size = bytes.len() as u64;
         headers.set("x-request-id", request_id)?;
         return Ok((with_body(status, bytes)?.with_headers(headers), Some(size)));

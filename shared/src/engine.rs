@@ -16,6 +16,7 @@
 //! → rendering → headers (base, content type, cache, ETag, CORS) → `If-None-Match` → delay.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::rngs::ChaCha8Rng;
@@ -38,7 +39,7 @@ use crate::request::{Request, RequestView};
 use crate::response::MockResponse;
 use crate::routing::normalize_pattern;
 use crate::snapshot::Snapshot;
-use crate::template::{Context, RenderInput, TemplateId, Templates};
+use crate::template::{Context, Fields, RenderInput, TemplateId, Templates};
 
 /// Most validation errors listed in one 400 answer.
 pub const MAX_VALIDATION_ERRORS: usize = 50;
@@ -74,14 +75,37 @@ pub enum OutcomeKind {
 /// The endpoint that answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Matched {
-    pub endpoint_id: String,
+    pub endpoint_id: Arc<str>,
     /// The method as defined (`ANY` included) and the path pattern as written: safe labels
     /// for metrics and analytics, never the raw path.
-    pub method: String,
-    pub pattern: String,
+    pub method: Arc<str>,
+    pub pattern: Arc<str>,
+    /// `METHOD pattern`, as metrics and analytics name the endpoint.
+    #[serde(skip)]
+    pub label: Arc<str>,
     /// The rule that chose the response, by name or `rules[i]`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
+}
+
+impl Matched {
+    fn new(endpoint_id: Arc<str>, method: &str, pattern: &str) -> Self {
+        Self {
+            endpoint_id,
+            method: Arc::from(method),
+            pattern: Arc::from(pattern),
+            label: Arc::from(format!("{method} {pattern}")),
+            rule: None,
+        }
+    }
+}
+
+/// What hosts label an API's requests with (metrics, analytics), built once per compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiLabels {
+    pub api_id: Arc<str>,
+    pub api_slug: Arc<str>,
+    pub workspace_id: Arc<str>,
 }
 
 /// An endpoint that nearly matched, and why it did not.
@@ -143,7 +167,7 @@ fn json_response(status: u16, body: &Value) -> MockResponse {
     MockResponse {
         status,
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        body: serde_json::to_vec(body).unwrap_or_default(),
+        body: serde_json::to_vec(body).unwrap_or_default().into(),
     }
 }
 
@@ -199,6 +223,8 @@ struct CompiledResponse {
     delay: Option<Delay>,
     /// The whole response rendered at compile time when nothing in it is a template.
     fixed: Option<MockResponse>,
+    /// The parts of the request its templates read: a render builds only those.
+    fields: Fields,
 }
 
 #[derive(Debug)]
@@ -209,7 +235,7 @@ enum RuleTarget {
 
 #[derive(Debug)]
 struct CompiledRule {
-    label: String,
+    label: Arc<str>,
     when: CompiledCondition,
     target: RuleTarget,
 }
@@ -253,6 +279,8 @@ impl Responder {
 #[derive(Debug)]
 struct CompiledEndpoint {
     id: String,
+    /// What a match reports, built once (a request clones reference counts, not text).
+    matched: Matched,
     method: MethodSpec,
     path: String,
     when: Option<CompiledCondition>,
@@ -277,6 +305,7 @@ struct CompiledOperation {
     /// Its index in the snapshot's `graphql` list, for reports (the list is re-ordered by
     /// priority).
     index: usize,
+    matched: Matched,
     operation_type: OperationType,
     name: String,
     when: Option<CompiledCondition>,
@@ -381,8 +410,13 @@ impl Compiler {
             weight: r.weight,
             delay: r.delay.clone(),
             fixed: None,
+            fields: Fields::NONE,
         };
         compiled.fixed = compiled.render_fixed();
+        compiled.fields = compiled
+            .template_ids()
+            .into_iter()
+            .fold(Fields::NONE, |all, id| all.union(self.templates.fields(id)));
         Ok(compiled)
     }
 
@@ -450,7 +484,7 @@ impl Compiler {
                     RuleTarget::Inline(Box::new(self.response(&format!("{field}.response"), r)?))
                 }
             };
-            let label = rule.name.clone().unwrap_or(field);
+            let label = Arc::from(rule.name.clone().unwrap_or(field));
             compiled_rules.push(CompiledRule { label, when, target });
         }
         if let Some(delay) = delay {
@@ -487,6 +521,7 @@ impl Compiler {
         }
         Ok(CompiledEndpoint {
             id: id.to_owned(),
+            matched: Matched::new(Arc::from(id), d.method.as_str(), &d.path),
             method: d.method.clone(),
             path: d.path.clone(),
             when,
@@ -527,8 +562,11 @@ impl Compiler {
             r.content_type = "application/json";
             r.fixed = r.render_fixed();
         }
+        let kind = op.operation_type.as_str();
+        let id = Arc::from(format!("graphql:{kind}:{}", op.name));
         Ok(CompiledOperation {
             index,
+            matched: Matched::new(id, kind, &op.name),
             operation_type: op.operation_type,
             name: op.name.clone(),
             when,
@@ -659,6 +697,29 @@ pub fn check_endpoint(d: &EndpointDefinition) -> Result<()> {
 // Rendering
 
 impl CompiledResponse {
+    fn template_ids(&self) -> Vec<TemplateId> {
+        fn of_plan(plan: &JsonPlan, out: &mut Vec<TemplateId>) {
+            match plan {
+                JsonPlan::Fixed(_) => {}
+                JsonPlan::Template(id) => out.push(*id),
+                JsonPlan::Array(items) => items.iter().for_each(|p| of_plan(p, out)),
+                JsonPlan::Object(entries) => entries.iter().for_each(|(_, p)| of_plan(p, out)),
+            }
+        }
+        let mut out = Vec::new();
+        for (_, text) in &self.headers {
+            if let Text::Template(id) = text {
+                out.push(*id);
+            }
+        }
+        match &self.body {
+            BodyPlan::Text(Text::Template(id)) => out.push(*id),
+            BodyPlan::Text(Text::Fixed(_)) => {}
+            BodyPlan::Json(plan) => of_plan(plan, &mut out),
+        }
+        out
+    }
+
     fn is_fixed(&self) -> bool {
         let body_fixed = match &self.body {
             BodyPlan::Text(Text::Fixed(_)) | BodyPlan::Json(JsonPlan::Fixed(_)) => true,
@@ -692,7 +753,7 @@ impl CompiledResponse {
         if !body.is_empty() && !has_header(&headers, "content-type") {
             headers.push(("content-type".to_owned(), self.content_type.to_owned()));
         }
-        MockResponse { status: self.status, headers, body }
+        MockResponse { status: self.status, headers, body: body.into() }
     }
 
     fn render(
@@ -797,6 +858,7 @@ fn sample_delay(delay: &Delay, rng: &mut ChaCha8Rng) -> u32 {
 #[derive(Debug)]
 pub struct Engine {
     snapshot_version: u64,
+    labels: ApiLabels,
     api_slug: String,
     endpoints: Vec<CompiledEndpoint>,
     /// Endpoints sharing one method and pattern, best first.
@@ -877,8 +939,14 @@ impl Engine {
         }
         let base_headers =
             snapshot.api.base_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let labels = ApiLabels {
+            api_id: Arc::from(snapshot.api.id.as_str()),
+            api_slug: Arc::from(snapshot.api.slug.as_str()),
+            workspace_id: Arc::from(snapshot.workspace.id.as_str()),
+        };
         let mut engine = Self {
             snapshot_version: snapshot.version,
+            labels,
             api_slug: snapshot.api.slug.clone(),
             endpoints,
             groups,
@@ -919,6 +987,11 @@ impl Engine {
 
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// The API's and workspace's ids and slug, shared: hosts label every request with them.
+    pub fn labels(&self) -> &ApiLabels {
+        &self.labels
     }
 
     pub fn version(&self) -> u64 {
@@ -978,12 +1051,7 @@ impl Engine {
             return self.not_found(request, near_misses);
         };
         let endpoint = &self.endpoints[index];
-        let mut matched = Matched {
-            endpoint_id: endpoint.id.clone(),
-            method: endpoint.method.to_string(),
-            pattern: endpoint.path.clone(),
-            rule: None,
-        };
+        let mut matched = endpoint.matched.clone();
         // The key holds the API version (a new definition must not replay old answers) and
         // who asked (a templated answer may quote the caller's credentials).
         let dedup_key = endpoint.dedup.then(|| {
@@ -1057,7 +1125,7 @@ impl Engine {
         view: &RequestView<'_>,
         now_ms: i64,
         rng: &mut ChaCha8Rng,
-    ) -> (Outcome, Option<String>) {
+    ) -> (Outcome, Option<Arc<str>>) {
         if let Some(fault) = &responder.fault
             && rng.random::<f64>() * 100.0 < fault.percent
         {
@@ -1077,7 +1145,7 @@ impl Engine {
                         MockResponse {
                             status: fault.status,
                             headers: vec![("content-type".into(), ct.into())],
-                            body,
+                            body: body.into(),
                         },
                     )
                 }
@@ -1110,7 +1178,8 @@ impl Engine {
             None => {
                 let input =
                     RenderInput { request: view, now_ms, seed: rng.next_u64(), message: None };
-                response.render(&self.templates, &Context::new(&input)).map(|mut r| {
+                let context = Context::with_fields(&input, response.fields);
+                response.render(&self.templates, &context).map(|mut r| {
                     decorate(&mut r, &self.base_headers, cache);
                     r
                 })
@@ -1402,16 +1471,9 @@ impl Engine {
             }
             let (mut outcome, rule) =
                 self.respond(&candidate.responder, None, &view, now_ms, &mut rng);
-            outcome.matched = Some(Matched {
-                endpoint_id: format!(
-                    "graphql:{}:{}",
-                    candidate.operation_type.as_str(),
-                    candidate.name
-                ),
-                method: candidate.operation_type.as_str().to_owned(),
-                pattern: candidate.name.clone(),
-                rule,
-            });
+            let mut matched = candidate.matched.clone();
+            matched.rule = rule;
+            outcome.matched = Some(matched);
             self.add_cors(request, &mut outcome.response);
             return outcome;
         }
@@ -1593,7 +1655,7 @@ fn conditional(request: &Request, outcome: &mut Outcome) {
         .filter(|(k, _)| keep.iter().any(|h| k.eq_ignore_ascii_case(h)))
         .cloned()
         .collect();
-    outcome.response = MockResponse { status: 304, headers, body: Vec::new() };
+    outcome.response = MockResponse { status: 304, headers, body: bytes::Bytes::new() };
     outcome.kind = OutcomeKind::NotModified;
 }
 
@@ -1734,7 +1796,7 @@ mod tests {
     }
 
     fn body(o: &Outcome) -> String {
-        String::from_utf8(o.response.body.clone()).unwrap()
+        String::from_utf8(o.response.body.to_vec()).unwrap()
     }
 
     fn body_json(o: &Outcome) -> Value {
@@ -1777,10 +1839,7 @@ mod tests {
         );
         let o = e.handle(&req("GET", "/users/42"), 0, 1);
         let m = o.matched.unwrap();
-        assert_eq!(
-            (m.endpoint_id.as_str(), m.method.as_str(), m.pattern.as_str()),
-            ("e1", "GET", "/users/:id")
-        );
+        assert_eq!((&*m.endpoint_id, &*m.method, &*m.pattern), ("e1", "GET", "/users/:id"));
     }
 
     #[test]
@@ -2119,7 +2178,7 @@ mod tests {
             json!({"query": "query GetUser($id: ID!) { user(id: $id) { id name } }", "variables": {"id": "7"}}),
         );
         assert_eq!(body_json(&o), json!({"data": {"user": {"id": "7", "name": "Ada"}}}));
-        assert_eq!(o.matched.unwrap().pattern, "GetUser");
+        assert_eq!(&*o.matched.unwrap().pattern, "GetUser");
         let o = gql(json!({"query": "query GetUser { user { id } }", "variables": {"id": "0"}}));
         assert_eq!(body_json(&o)["errors"][0]["message"], "not found");
         let o = gql(json!({"query": "mutation Anything { x }"}));

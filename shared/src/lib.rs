@@ -45,7 +45,9 @@ pub mod snapshot;
 pub mod template;
 
 pub use condition::Condition;
-pub use engine::{Engine, Matched, NearMiss, Outcome, OutcomeKind, ProxyDirective, WsSend};
+pub use engine::{
+    ApiLabels, Engine, Matched, NearMiss, Outcome, OutcomeKind, ProxyDirective, WsSend,
+};
 pub use error::{Error, Result};
 pub use model::{
     ApiRef, Body, EndpointDefinition, MethodSpec, ResponseDefinition, StaticResponse, WorkspaceRef,

@@ -214,6 +214,48 @@ pub struct TemplateId(usize);
 pub struct Templates {
     env: Environment<'static>,
     count: usize,
+    /// The parts of `request` each template reads ([`Fields`]), by id.
+    fields: Vec<Fields>,
+    /// Each template's name in `env` (its id as text), so a render allocates none.
+    names: Vec<String>,
+}
+
+/// Which parts of the `request` context a template reads, found when it is compiled, so a
+/// render builds only those: the whole context (headers, query, cookies, the body parsed
+/// as JSON …) cost more than rendering a `{{ request.params.id }}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fields(u16);
+
+impl Fields {
+    pub const NONE: Self = Self(0);
+    pub const ALL: Self = Self(u16::MAX);
+    const NAMES: [&'static str; 11] = [
+        "method",
+        "path",
+        "url",
+        "path_segments",
+        "params",
+        "query",
+        "query_all",
+        "headers",
+        "cookies",
+        "body",
+        "json",
+    ];
+
+    fn of(name: &str) -> Self {
+        Self::NAMES.iter().position(|n| *n == name).map_or(Self::NONE, |i| Self(1 << i))
+    }
+
+    fn has(self, name: &str) -> bool {
+        let one = Self::of(name).0;
+        one != 0 && self.0 & one != 0
+    }
+
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
 }
 
 impl Default for Templates {
@@ -271,7 +313,12 @@ impl Templates {
             String::from_utf8(bytes).map_err(|_| invalid("base64_decode: not UTF-8 text"))
         });
         env.add_filter("sha256", |s: String| hex(&sha2::Sha256::digest(s.as_bytes())));
-        Self { env, count: 0 }
+        Self { env, count: 0, fields: Vec::new(), names: Vec::new() }
+    }
+
+    /// The parts of `request` the template reads.
+    pub fn fields(&self, id: TemplateId) -> Fields {
+        self.fields.get(id.0).copied().unwrap_or(Fields::ALL)
     }
 
     /// Compiles `source`, checking that it uses only known helpers, filters and tests.
@@ -307,6 +354,23 @@ impl Templates {
             ));
         }
         check_filters_and_tests(source).map_err(|m| Error::new(field, m))?;
+        // `request.params.id` is read as `request.params…`; `request` used whole (passed to a
+        // filter, assigned, indexed by a variable) needs every part.
+        let mut fields = Fields::NONE;
+        for used in template.undeclared_variables(true) {
+            let mut parts = used.split('.');
+            if parts.next() != Some("request") {
+                continue;
+            }
+            fields = fields.union(match parts.next() {
+                Some(part) if Fields::of(part) != Fields::NONE => Fields::of(part),
+                // An unknown part renders as undefined, as it always did.
+                Some(_) => Fields::NONE,
+                None => Fields::ALL,
+            });
+        }
+        self.fields.push(fields);
+        self.names.push(name);
         self.count += 1;
         Ok(id)
     }
@@ -314,13 +378,14 @@ impl Templates {
     /// Renders a compiled template. Errors are definition errors met at run time (a value of
     /// the wrong type, fuel or size exhausted); the message says which.
     pub fn render(&self, id: TemplateId, input: &RenderInput<'_, '_>) -> Result<String, String> {
-        let context = Context::new(input);
+        let context = Context::with_fields(input, self.fields(id));
         self.render_with(id, &context)
     }
 
     /// Renders with a context built once and shared by several templates of one response.
     pub fn render_with(&self, id: TemplateId, context: &Context) -> Result<String, String> {
-        let template = self.env.get_template(&id.0.to_string()).map_err(|e| describe(&e))?;
+        let name = self.names.get(id.0).map_or("", String::as_str);
+        let template = self.env.get_template(name).map_err(|e| describe(&e))?;
         let mut out = CappedWriter { buf: Vec::new(), cap: MAX_RENDER_BYTES };
         template.render_captured_to(context.value.clone(), &mut out).map_err(|e| describe(&e))?;
         String::from_utf8(out.buf).map_err(|_| "template output is not UTF-8".to_owned())
@@ -334,13 +399,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// The whole context.
     pub fn new(input: &RenderInput<'_, '_>) -> Self {
+        Self::with_fields(input, Fields::ALL)
+    }
+
+    /// A context whose `request` holds only `fields` (what the templates to render read, by
+    /// [`Templates::fields`]); the rest is undefined.
+    pub fn with_fields(input: &RenderInput<'_, '_>, fields: Fields) -> Self {
         let runtime = Runtime {
             now_ms: input.now_ms,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(input.seed)),
         };
         let mut map: BTreeMap<&str, Value> = BTreeMap::new();
-        map.insert("request", request_value(input.request));
+        map.insert("request", request_value(input.request, fields));
         map.insert("__edgemock", Value::from_object(runtime));
         if let Some(message) = input.message {
             map.insert("message", Value::from(message));
@@ -353,39 +425,61 @@ impl Context {
     }
 }
 
-fn request_value(view: &RequestView<'_>) -> Value {
+fn request_value(view: &RequestView<'_>, fields: Fields) -> Value {
     let r = view.request;
     let mut m: BTreeMap<&str, Value> = BTreeMap::new();
-    m.insert("method", Value::from(r.method.as_str()));
-    m.insert("path", Value::from(r.path.as_str()));
-    let url = if r.query.is_empty() { r.path.clone() } else { format!("{}?{}", r.path, r.query) };
-    m.insert("url", Value::from(url));
-    let segments: Vec<Value> =
-        r.path.split('/').filter(|s| !s.is_empty()).map(Value::from).collect();
-    m.insert("path_segments", Value::from(segments));
-    let params: BTreeMap<String, Value> =
-        view.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
-    m.insert("params", Value::from(params));
-    let mut query: BTreeMap<String, Value> = BTreeMap::new();
-    let mut query_all: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (k, v) in view.query_pairs() {
-        query.entry(k.clone()).or_insert_with(|| Value::from(v.as_str()));
-        query_all.entry(k.clone()).or_default().push(Value::from(v.as_str()));
+    let want = |name| fields.has(name);
+    if want("method") {
+        m.insert("method", Value::from(r.method.as_str()));
     }
-    m.insert("query", Value::from(query));
-    m.insert("query_all", Value::from(query_all));
-    let mut headers: BTreeMap<String, Value> = BTreeMap::new();
-    for (k, v) in &r.headers {
-        headers.entry(k.to_ascii_lowercase()).or_insert_with(|| Value::from(v.as_str()));
+    if want("path") {
+        m.insert("path", Value::from(r.path.as_str()));
     }
-    m.insert("headers", Value::from(headers));
-    let mut cookies: BTreeMap<String, Value> = BTreeMap::new();
-    for (k, v) in view.cookie_pairs() {
-        cookies.entry(k.clone()).or_insert_with(|| Value::from(v.as_str()));
+    if want("url") {
+        let url =
+            if r.query.is_empty() { r.path.clone() } else { format!("{}?{}", r.path, r.query) };
+        m.insert("url", Value::from(url));
     }
-    m.insert("cookies", Value::from(cookies));
-    m.insert("body", view.text().map(Value::from).unwrap_or(Value::from("")));
-    m.insert("json", view.json().map(to_value).unwrap_or(Value::UNDEFINED));
+    if want("path_segments") {
+        let segments: Vec<Value> =
+            r.path.split('/').filter(|s| !s.is_empty()).map(Value::from).collect();
+        m.insert("path_segments", Value::from(segments));
+    }
+    if want("params") {
+        let params: BTreeMap<String, Value> =
+            view.params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+        m.insert("params", Value::from(params));
+    }
+    if want("query") || want("query_all") {
+        let mut query: BTreeMap<String, Value> = BTreeMap::new();
+        let mut query_all: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for (k, v) in view.query_pairs() {
+            query.entry(k.clone()).or_insert_with(|| Value::from(v.as_str()));
+            query_all.entry(k.clone()).or_default().push(Value::from(v.as_str()));
+        }
+        m.insert("query", Value::from(query));
+        m.insert("query_all", Value::from(query_all));
+    }
+    if want("headers") {
+        let mut headers: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in &r.headers {
+            headers.entry(k.to_ascii_lowercase()).or_insert_with(|| Value::from(v.as_str()));
+        }
+        m.insert("headers", Value::from(headers));
+    }
+    if want("cookies") {
+        let mut cookies: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in view.cookie_pairs() {
+            cookies.entry(k.clone()).or_insert_with(|| Value::from(v.as_str()));
+        }
+        m.insert("cookies", Value::from(cookies));
+    }
+    if want("body") {
+        m.insert("body", view.text().map(Value::from).unwrap_or(Value::from("")));
+    }
+    if want("json") {
+        m.insert("json", view.json().map(to_value).unwrap_or(Value::UNDEFINED));
+    }
     Value::from(m)
 }
 
@@ -876,6 +970,17 @@ mod tests {
             ("{{ request.query_all.tag | join(',') }}", "a,b"),
             ("{{ request.headers['x-trace'] }}", "t-1"),
             ("{{ request.cookies.session }}", "s3"),
+            // The request used whole, or by a computed name, gets every part
+            // (`Templates::render` builds only the parts a template reads).
+            ("{% set r = request %}{{ r.method }} {{ r.params.id }}", "POST 42"),
+            ("{{ request['method'] }} {{ request['query']['page'] }}", "POST 2"),
+            ("{% set part = 'path' %}{{ request[part] }}", "/users/42/posts"),
+            ("{{ request | length }}", "11"),
+            (
+                "{% for k, v in request.headers | dictsort %}{{ k }} {% endfor %}",
+                "content-type cookie x-trace ",
+            ),
+            ("{{ request.nothing }}|{{ request.params.nope }}", "|"),
             ("{{ request.json.user.name }}", "Ada"),
             ("{{ request.json.user.langs | length }}", "2"),
             ("{{ request.json.n * 2 }}", "6"),
