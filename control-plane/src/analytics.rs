@@ -1,106 +1,347 @@
-//! Analytics on the control plane's side: the native runtime's own events, the queries
-//! behind `GET /api/v1/apis/{api}/analytics`, and retention.
+//! Analytics on the control plane's side: the native runtime's tally, the rollups every
+//! query reads, the queries behind `GET /api/v1/apis/{api}/analytics`, and retention.
 //!
-//! - **Native events** are the edge's wire type (`edgemock_shared::analytics`), with
-//!   `source: "native"`. A request only puts its event on a bounded channel; one task writes
-//!   them in multi-row batches of up to [`BATCH`] (the same insert as the edge's ingest). The
-//!   channel holds [`QUEUE`] events: far more than a second of full load, which one batch
-//!   writes in milliseconds. Should it ever fill, events are dropped and counted in the log,
-//!   never waited for: a mock answer must not queue behind analytics.
+//! - **Rollups** (`analytics_rollups`): one row per API, minute, source, endpoint, status and
+//!   country, holding sums, maxima and cumulative latency counts ([`Counts`]). Every query
+//!   answer is a sum over rows, so buckets of whole minutes and every grouping cost one pass
+//!   over an index range, however many requests the rows stand for.
+//! - **The native runtime** adds each request to a [`Tally`] in memory: a hash map update
+//!   under a mutex, no allocation for a key seen before, no wake-up of another task. A
+//!   [`Flusher`] writes the tally once a second ([`FLUSH_INTERVAL`]) as a few upserts, so
+//!   storage costs the same at 10 or 100,000 requests a second. A failed write keeps the
+//!   counts for the next one (nothing is dropped while the database restarts); only if the
+//!   tally ever held more than [`MAX_KEYS`] distinct rows would a request go uncounted, and
+//!   that is counted and logged.
+//! - **The edge** sends events, stored one by one in `analytics_events` (their ids make
+//!   ingest idempotent); the events new to it are added to the rollups in the same
+//!   transaction ([`crate::db::insert_analytics_events`]).
 //! - **Queries** bucket by time and group by endpoint, status, country or source in SQL both
-//!   databases share. Latency percentiles come from per-bound counts
-//!   ([`LATENCY_BOUNDS_MS`]), interpolated within the bound: exact enough for dashboards, and
-//!   one pass over the index range, never a sort of every row.
+//!   databases share. Latency percentiles come from the cumulative counts at
+//!   [`LATENCY_BOUNDS_MS`], interpolated within the bound: exact enough for dashboards.
 //! - **Retention**: `ANALYTICS_RETENTION_DAYS` (90); a cleanup each day at 02:00 UTC, and on
 //!   demand through `POST /api/v1/analytics/cleanup`. Idempotent, so every replica may run it.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use edgemock_shared::analytics::AnalyticsEvent;
-use tokio::sync::mpsc;
 
 use crate::db::Db;
 
-/// Most events written in one statement batch.
-pub const BATCH: usize = 1000;
-/// Events waiting to be written, at most.
-pub const QUEUE: usize = 100_000;
+/// How often the native runtime's tally is written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Most rows the tally holds between writes (API × minute × endpoint × status): far more
+/// than any deployment's endpoints answer in a few seconds, and a bound on memory should
+/// the database be down for long.
+pub const MAX_KEYS: usize = 100_000;
 
-/// Upper bounds (inclusive, milliseconds) of the latency counts percentiles come from.
+/// Upper bounds (inclusive, milliseconds) of the latency counts percentiles come from; the
+/// `latency_le_{bound}` columns of `analytics_rollups`.
 pub const LATENCY_BOUNDS_MS: &[i64] =
     &[1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000];
+const BOUNDS: usize = 15;
+const _: () = assert!(LATENCY_BOUNDS_MS.len() == BOUNDS);
 
-/// Hands native events to the writer.
-#[derive(Debug, Clone)]
-pub struct Recorder {
-    events: mpsc::Sender<AnalyticsEvent>,
-    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// What a rollup row is counted under (its primary key). Shared text is reference-counted:
+/// the native runtime builds a key per request from labels its compiled API holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RollupKey {
+    pub api_id: Arc<str>,
+    /// The start of the minute, milliseconds since the Unix epoch.
+    pub minute_ms: i64,
+    /// `edge` or `native`.
+    pub source: Arc<str>,
+    /// `METHOD pattern` of the matched endpoint, or `-`.
+    pub endpoint: Arc<str>,
+    pub status: u16,
+    /// ISO country code, or `-`.
+    pub country: Arc<str>,
 }
 
-impl Recorder {
-    /// The recorder, and the writer to run until every recorder is gone.
-    pub fn new(db: Db) -> (Self, Writer) {
-        let (events, queue) = mpsc::channel(QUEUE);
-        let recorder = Self { events, dropped: std::sync::Arc::default() };
-        (recorder.clone(), Writer { db, queue, dropped: recorder.dropped.clone() })
+/// One request, as a rollup counts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub latency_ms: u32,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub validation_failed: bool,
+    pub proxied: bool,
+    pub deduplicated: bool,
+}
+
+/// The sums of a rollup row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: i64,
+    pub latency_sum_ms: i64,
+    pub latency_max_ms: i64,
+    pub request_bytes_sum: i64,
+    pub request_bytes_max: i64,
+    pub response_bytes_sum: i64,
+    pub response_bytes_max: i64,
+    pub validation_failures: i64,
+    pub proxied: i64,
+    pub deduplicated: i64,
+    /// Requests that took at most `LATENCY_BOUNDS_MS[i]`.
+    pub latency_le: [i64; BOUNDS],
+}
+
+impl Counts {
+    pub fn add(&mut self, s: &Sample) {
+        let latency = i64::from(s.latency_ms);
+        let request = i64::try_from(s.request_bytes).unwrap_or(i64::MAX);
+        let response = i64::try_from(s.response_bytes).unwrap_or(i64::MAX);
+        self.requests += 1;
+        self.latency_sum_ms = self.latency_sum_ms.saturating_add(latency);
+        self.latency_max_ms = self.latency_max_ms.max(latency);
+        self.request_bytes_sum = self.request_bytes_sum.saturating_add(request);
+        self.request_bytes_max = self.request_bytes_max.max(request);
+        self.response_bytes_sum = self.response_bytes_sum.saturating_add(response);
+        self.response_bytes_max = self.response_bytes_max.max(response);
+        self.validation_failures += i64::from(s.validation_failed);
+        self.proxied += i64::from(s.proxied);
+        self.deduplicated += i64::from(s.deduplicated);
+        // Cumulative: every bound at or above the latency counts it.
+        let first = LATENCY_BOUNDS_MS.partition_point(|b| *b < latency);
+        for count in &mut self.latency_le[first..] {
+            *count += 1;
+        }
     }
 
-    pub fn record(&self, event: AnalyticsEvent) {
-        if self.events.try_send(event).is_err() {
-            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub fn merge(&mut self, o: &Counts) {
+        self.requests += o.requests;
+        self.latency_sum_ms = self.latency_sum_ms.saturating_add(o.latency_sum_ms);
+        self.latency_max_ms = self.latency_max_ms.max(o.latency_max_ms);
+        self.request_bytes_sum = self.request_bytes_sum.saturating_add(o.request_bytes_sum);
+        self.request_bytes_max = self.request_bytes_max.max(o.request_bytes_max);
+        self.response_bytes_sum = self.response_bytes_sum.saturating_add(o.response_bytes_sum);
+        self.response_bytes_max = self.response_bytes_max.max(o.response_bytes_max);
+        self.validation_failures += o.validation_failures;
+        self.proxied += o.proxied;
+        self.deduplicated += o.deduplicated;
+        for (mine, theirs) in self.latency_le.iter_mut().zip(&o.latency_le) {
+            *mine += theirs;
         }
     }
 }
 
-/// Writes queued events in batches until every [`Recorder`] is dropped, then flushes.
-#[derive(Debug)]
-pub struct Writer {
-    db: Db,
-    queue: mpsc::Receiver<AnalyticsEvent>,
-    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// A row's workspace (not part of its key: an API belongs to one) and its counts.
+#[derive(Debug, Clone, Default)]
+pub struct RollupRow {
+    pub workspace_id: Arc<str>,
+    pub counts: Counts,
 }
 
-impl Writer {
-    pub async fn run(mut self) {
-        let mut batch = Vec::with_capacity(BATCH);
-        while self.queue.recv_many(&mut batch, BATCH).await > 0 {
-            let received_at_ms = crate::db::now_ms();
-            // A failed write is retried a few times (the database may be restarting), then
-            // given up: the events are logged as lost.
-            let mut tries = 0;
-            loop {
-                match crate::db::insert_analytics_events(&self.db, &batch, received_at_ms).await {
-                    Ok(_) => break,
-                    Err(e) if tries < 3 => {
-                        tries += 1;
-                        tracing::warn!(error = %e, tries, "analytics: writing a batch failed");
-                        tokio::time::sleep(Duration::from_millis(500 * tries)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, lost = batch.len(), "analytics: batch lost");
-                        break;
-                    }
+/// Rollup rows by key, as they are written.
+pub type Rollups = HashMap<RollupKey, RollupRow>;
+
+/// Adds `sample` under `key` to `rollups`.
+pub fn add(rollups: &mut Rollups, key: RollupKey, workspace_id: &Arc<str>, sample: &Sample) {
+    rollups
+        .entry(key)
+        .or_insert_with(|| RollupRow {
+            workspace_id: workspace_id.clone(),
+            counts: Counts::default(),
+        })
+        .counts
+        .add(sample);
+}
+
+/// An edge event as a rollup counts it.
+pub fn edge_sample(
+    e: &edgemock_shared::analytics::AnalyticsEvent,
+) -> (RollupKey, Arc<str>, Sample) {
+    let endpoint = match (&e.endpoint_method, &e.endpoint_pattern) {
+        (Some(method), Some(pattern)) => Arc::from(format!("{method} {pattern}")),
+        _ => none_label(),
+    };
+    let key = RollupKey {
+        api_id: Arc::from(e.api_id.as_str()),
+        minute_ms: minute_of(e.timestamp_ms),
+        source: Arc::from(e.source.as_str()),
+        endpoint,
+        status: e.status,
+        country: Arc::from(e.country.as_deref().unwrap_or("-")),
+    };
+    let sample = Sample {
+        latency_ms: e.latency_ms,
+        request_bytes: e.request_bytes,
+        response_bytes: e.response_bytes,
+        validation_failed: e.validation_failed,
+        proxied: e.proxied,
+        deduplicated: e.deduplicated,
+    };
+    (key, Arc::from(e.workspace_id.as_str()), sample)
+}
+
+static NATIVE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("native"));
+static NONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
+
+/// `native`, the source of the native runtime's requests (shared, not allocated per request).
+pub fn native_source() -> Arc<str> {
+    NATIVE.clone()
+}
+
+/// `-`: no endpoint matched, or no country is known.
+pub fn none_label() -> Arc<str> {
+    NONE.clone()
+}
+
+/// The start of the minute `ms` falls in.
+pub fn minute_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(60_000)
+}
+
+/// The native runtime's requests since the last write. Cheap to clone (one handle).
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<TallyInner>);
+
+#[derive(Debug, Default)]
+struct TallyInner {
+    rows: std::sync::Mutex<Rollups>,
+    /// Requests counted since start, and those that could not be (the tally was full).
+    counted: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Tally {
+    /// Counts one request.
+    pub fn add(&self, key: RollupKey, workspace_id: &Arc<str>, sample: &Sample) {
+        let mut rows = self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rows.len() >= MAX_KEYS && !rows.contains_key(&key) {
+            drop(rows);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        add(&mut rows, key, workspace_id, sample);
+        drop(rows);
+        self.0.counted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted since start, and requests that could not be counted.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.0.counted.load(Ordering::Relaxed), self.0.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Rows waiting to be written.
+    pub fn pending_rows(&self) -> usize {
+        self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    fn take(&self) -> Rollups {
+        std::mem::take(&mut *self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Puts rows whose write failed back, to be written with the next ones.
+    fn restore(&self, failed: Rollups) {
+        let mut rows = self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, row) in failed {
+            let full = rows.len() >= MAX_KEYS;
+            match rows.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut mine) => {
+                    mine.get_mut().counts.merge(&row.counts);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) if !full => {
+                    slot.insert(row);
+                }
+                std::collections::hash_map::Entry::Vacant(_) => {
+                    let lost = u64::try_from(row.counts.requests).unwrap_or_default();
+                    self.0.dropped.fetch_add(lost, Ordering::Relaxed);
                 }
             }
-            batch.clear();
-            let dropped = self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
-            if dropped > 0 {
-                tracing::warn!(dropped, "analytics: events dropped, the queue was full");
-            }
         }
     }
 }
 
-/// Deletes events older than `days`; answers how many and the cut-off.
-pub async fn cleanup(db: &Db, days: u32) -> sqlx::Result<(u64, i64)> {
+/// Writes the [`Tally`] every [`FLUSH_INTERVAL`] until told to stop, then once more.
+#[derive(Debug)]
+pub struct Flusher {
+    db: Db,
+    tally: Tally,
+}
+
+impl Flusher {
+    pub fn new(db: Db, tally: Tally) -> Self {
+        Self { db, tally }
+    }
+
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported_drops = 0;
+        loop {
+            let stopping = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = stop.changed() => true,
+            };
+            self.flush().await;
+            let (_, dropped) = self.tally.totals();
+            if dropped > reported_drops {
+                tracing::warn!(
+                    dropped = dropped - reported_drops,
+                    max_rows = MAX_KEYS,
+                    "analytics: requests not counted, the tally was full"
+                );
+                reported_drops = dropped;
+            }
+            if stopping || *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Writes what the tally holds; on failure keeps it for the next round.
+    pub async fn flush(&self) {
+        let rows = self.tally.take();
+        if rows.is_empty() {
+            return;
+        }
+        let result = async {
+            let mut tx = self.db.begin().await?;
+            crate::db::upsert_analytics_rollups(&mut tx, &rows).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, rows = rows.len(), "analytics: writing the tally failed; kept for the next try");
+            self.tally.restore(rows);
+        }
+    }
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Requests whose analytics were deleted (from the rollups).
+    pub requests: u64,
+    /// Stored edge events deleted.
+    pub events: u64,
+    /// Everything before this time went (whole minutes for the rollups).
+    pub before_ms: i64,
+}
+
+/// Deletes analytics older than `days`.
+pub async fn cleanup(db: &Db, days: u32) -> sqlx::Result<Cleaned> {
     let before_ms = crate::db::now_ms() - i64::from(days) * 86_400_000;
-    let deleted = sqlx::query("DELETE FROM analytics_events WHERE occurred_at_ms < $1")
+    // Rollup rows whose whole minute lies before the cut-off.
+    let before_minute = minute_of(before_ms) - 60_000;
+    let mut tx = db.begin().await?;
+    // The deletes first: on SQLite a transaction that reads first may be refused its write.
+    let events = sqlx::query("DELETE FROM analytics_events WHERE occurred_at_ms < $1")
         .bind(before_ms)
-        .execute(db)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-    tracing::info!(deleted, before_ms, retention_days = days, "analytics cleanup");
-    Ok((deleted, before_ms))
+    let requests: Vec<i64> = sqlx::query_scalar(
+        "DELETE FROM analytics_rollups WHERE minute_ms <= $1 RETURNING requests",
+    )
+    .bind(before_minute)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let requests = requests.iter().map(|n| u64::try_from(*n).unwrap_or_default()).sum();
+    tracing::info!(requests, events, before_ms, retention_days = days, "analytics cleanup");
+    Ok(Cleaned { requests, events, before_ms })
 }
 
 /// Runs [`cleanup`] every day at 02:00 UTC, forever.
@@ -133,9 +374,9 @@ impl GroupBy {
     fn sql(self) -> &'static str {
         match self {
             Self::None => "''",
-            Self::Endpoint => "COALESCE(endpoint_method || ' ' || endpoint_pattern, '-')",
+            Self::Endpoint => "endpoint",
             Self::Status => "CAST(status AS TEXT)",
-            Self::Country => "COALESCE(country, '-')",
+            Self::Country => "country",
             Self::Source => "source",
         }
     }
@@ -189,32 +430,31 @@ pub struct Sizes {
 
 pub async fn query(db: &Db, q: &Query<'_>) -> sqlx::Result<Vec<Row>> {
     use sqlx::Row as _;
-    let counts: Vec<String> = LATENCY_BOUNDS_MS
-        .iter()
-        .map(|b| format!("CAST(SUM(CASE WHEN latency_ms <= {b} THEN 1 ELSE 0 END) AS BIGINT)"))
-        .collect();
+    let counts: Vec<String> =
+        LATENCY_BOUNDS_MS.iter().map(|b| format!("CAST(SUM(latency_le_{b}) AS BIGINT)")).collect();
     let mut filters = String::new();
     let mut next = 5;
     for (present, column) in [
         (q.status.is_some(), "status"),
         (q.country.is_some(), "country"),
-        (q.endpoint.is_some(), "COALESCE(endpoint_method || ' ' || endpoint_pattern, '-')"),
+        (q.endpoint.is_some(), "endpoint"),
     ] {
         if present {
             filters.push_str(&format!(" AND {column} = ${next}"));
             next += 1;
         }
     }
+    // Rows are whole minutes: a window takes the minutes that start inside it.
     let sql = format!(
-        "SELECT (occurred_at_ms / $4) * $4 AS bucket, {group} AS grp, COUNT(*) AS n,
-                CAST(SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS BIGINT),
-                CAST(SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS BIGINT),
-                CAST(SUM(latency_ms) AS BIGINT), MAX(latency_ms),
-                CAST(SUM(request_bytes) AS BIGINT), MAX(request_bytes),
-                CAST(SUM(response_bytes) AS BIGINT), MAX(response_bytes),
+        "SELECT (minute_ms / $4) * $4 AS bucket, {group} AS grp, CAST(SUM(requests) AS BIGINT),
+                CAST(SUM(CASE WHEN status >= 400 AND status < 500 THEN requests ELSE 0 END) AS BIGINT),
+                CAST(SUM(CASE WHEN status >= 500 THEN requests ELSE 0 END) AS BIGINT),
+                CAST(SUM(latency_sum_ms) AS BIGINT), MAX(latency_max_ms),
+                CAST(SUM(request_bytes_sum) AS BIGINT), MAX(request_bytes_max),
+                CAST(SUM(response_bytes_sum) AS BIGINT), MAX(response_bytes_max),
                 {counts}
-         FROM analytics_events
-         WHERE api_id = $1 AND occurred_at_ms >= $2 AND occurred_at_ms < $3{filters}
+         FROM analytics_rollups
+         WHERE api_id = $1 AND minute_ms >= $2 AND minute_ms < $3{filters}
          GROUP BY 1, 2 ORDER BY 1, 2",
         group = q.group_by.sql(),
         counts = counts.join(", "),
@@ -293,7 +533,54 @@ fn percentile(cumulative: &[i64], n: i64, max: i64, q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use std::sync::Arc;
+
+    use super::{Counts, RollupKey, Sample, Tally, percentile};
+
+    fn key(status: u16) -> RollupKey {
+        RollupKey {
+            api_id: Arc::from("a"),
+            minute_ms: 60_000,
+            source: super::native_source(),
+            endpoint: Arc::from("GET /x"),
+            status,
+            country: super::none_label(),
+        }
+    }
+
+    #[test]
+    fn counts_are_sums_maxima_and_cumulative_latency() {
+        let mut c = Counts::default();
+        for (latency_ms, bytes) in [(0, 10), (3, 30), (70_000, 20)] {
+            c.add(&Sample { latency_ms, response_bytes: bytes, ..Sample::default() });
+        }
+        assert_eq!((c.requests, c.latency_sum_ms, c.latency_max_ms), (3, 70_003, 70_000));
+        assert_eq!((c.response_bytes_sum, c.response_bytes_max), (60, 30));
+        // ≤1 ms: 1; ≤2: 1; ≤5: 2; … ≤60 s: 2 (70 s is past every bound).
+        assert_eq!(&c.latency_le[..3], &[1, 1, 2]);
+        assert_eq!(c.latency_le[14], 2);
+        let mut twice = c.clone();
+        twice.merge(&c);
+        assert_eq!((twice.requests, twice.latency_max_ms, twice.latency_le[2]), (6, 70_000, 4));
+    }
+
+    #[test]
+    fn a_tally_keeps_what_failed_to_be_written() {
+        let tally = Tally::default();
+        let ws: Arc<str> = Arc::from("w");
+        tally.add(key(200), &ws, &Sample::default());
+        tally.add(key(200), &ws, &Sample::default());
+        tally.add(key(404), &ws, &Sample::default());
+        assert_eq!((tally.pending_rows(), tally.totals()), (2, (3, 0)));
+        let taken = tally.take();
+        assert_eq!(tally.pending_rows(), 0);
+        tally.add(key(200), &ws, &Sample::default());
+        // The write failed: its rows come back, merged with what arrived meanwhile.
+        tally.restore(taken);
+        let rows = tally.take();
+        assert_eq!(rows[&key(200)].counts.requests, 3);
+        assert_eq!(rows[&key(404)].counts.requests, 1);
+    }
 
     #[test]
     fn percentiles_interpolate_within_bounds() {

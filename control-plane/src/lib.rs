@@ -2,7 +2,7 @@
 //! that carries every change to the edge.
 //!
 //! Module map:
-//! - [`analytics`] — the native runtime's events, analytics queries, retention.
+//! - [`analytics`] — the native runtime's tally, rollups, analytics queries, retention.
 //! - [`auth`] — JWTs, API keys and roles: who may touch which workspace.
 //! - [`cli`] — `edgemock apply | import | export`: mocks as code against a running server.
 //! - [`config`] — settings from the environment, validated at start-up.
@@ -52,13 +52,13 @@ use crate::publish::{EdgeSink, Publisher, SnapshotSink};
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    router: axum::Router,
+    service: http::Dispatch,
     publisher: Publisher,
     /// `None` when `WEBHOOKS_ENABLED=false`.
     deliverer: Option<webhooks::delivery::Deliverer>,
     addr: SocketAddr,
-    /// Writes the native runtime's analytics events; `None` with analytics off.
-    analytics: Option<analytics::Writer>,
+    /// Writes the native runtime's analytics tally; `None` with analytics off.
+    analytics: Option<analytics::Flusher>,
     db: db::Db,
     retention_days: Option<u32>,
     /// With `REDIS_URL`: its watcher runs with the server.
@@ -117,12 +117,8 @@ impl Application {
         let publisher = Publisher::new(db.clone(), sink, outbox.clone())
             .with_failure_counter(metrics.as_ref().map(|m| m.publish_failures()))
             .with_announcer(redis.as_ref().map(|r| r.announcer()));
-        let (recorder, writer) = if config.analytics_enabled {
-            let (recorder, writer) = analytics::Recorder::new(db.clone());
-            (Some(recorder), Some(writer))
-        } else {
-            (None, None)
-        };
+        let tally = config.analytics_enabled.then(analytics::Tally::default);
+        let flusher = tally.clone().map(|t| analytics::Flusher::new(db.clone(), t));
         let proxy_policy = edgemock_shared::proxy::ProxyPolicy {
             allow_http: config.proxy_allow_http,
             allow_private: config.proxy_allow_private_networks,
@@ -156,7 +152,7 @@ impl Application {
         .with_metrics(metrics.clone())
         .with_redis(redis.clone());
         let changes = publisher.changes();
-        let router = http::router(http::AppState::new(http::Shared {
+        let service = http::Dispatch::new(http::AppState::new(http::Shared {
             db: db.clone(),
             publisher: publisher.clone(),
             outbox,
@@ -164,7 +160,7 @@ impl Application {
             tokens: Arc::new(auth::Tokens::new(&config.jwt_secret)),
             runtime,
             metrics,
-            recorder,
+            tally,
             rate_limits: config.rate_limits,
             limiter: rate_limit::Limiter::shared(redis.clone()),
             redis: redis.clone(),
@@ -183,11 +179,11 @@ impl Application {
         let retention_days = config.analytics_enabled.then_some(config.analytics_retention_days);
         Ok(Self {
             listener,
-            router,
+            service,
             publisher,
             deliverer,
             addr,
-            analytics: writer,
+            analytics: flusher,
             db,
             retention_days,
             redis,
@@ -215,31 +211,32 @@ impl Application {
         tracing::info!(addr = %self.addr, "control plane listening");
         let publisher = tokio::spawn(self.publisher.run());
         let redis = self.redis.map(|r| AbortOnDrop(tokio::spawn(r.watch(self.changes))));
-        let writer = self.analytics.map(|w| tokio::spawn(w.run()));
         let cleanup = self
             .retention_days
             .map(|days| tokio::spawn(analytics::cleanup_daily(self.db.clone(), days)));
         let (stop_delivering, stop) = tokio::sync::watch::channel(false);
+        let flusher = self.analytics.map(|f| tokio::spawn(f.run(stop.clone())));
         // Aborted if this future is dropped instead of finishing (the caller gave up).
         let mut deliverer = self.deliverer.map(|d| AbortOnDrop(tokio::spawn(d.run(stop))));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the server failed");
+        let served = axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(self.service),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the server failed");
         publisher.abort();
         drop(redis);
         if let Some(cleanup) = cleanup {
             cleanup.abort();
         }
         // Attempts in flight finish and record themselves (each bounded by its timeout)
-        // while the analytics writer flushes.
+        // while the analytics tally, complete now that no request is in flight, is written.
         let _ = stop_delivering.send(true);
-        // The router, and with it every recorder, is gone: the writer flushes what is queued
-        // and stops.
-        if let Some(writer) = writer
-            && tokio::time::timeout(std::time::Duration::from_secs(10), writer).await.is_err()
+        if let Some(flusher) = flusher
+            && tokio::time::timeout(std::time::Duration::from_secs(10), flusher).await.is_err()
         {
-            tracing::warn!("analytics: events still queued at shutdown were not written");
+            tracing::warn!("analytics: the last second's tally was not written at shutdown");
         }
         if let Some(AbortOnDrop(task)) = &mut deliverer
             && let Err(e) = task.await

@@ -9,9 +9,12 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::Db;
@@ -21,6 +24,8 @@ const BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 pub struct Metrics {
+    /// Tells this registry's series apart in the per-thread caches (see [`Series`]).
+    id: u64,
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
@@ -35,6 +40,8 @@ pub struct Metrics {
     webhook_duration: HistogramVec,
     publish_failures: prometheus::IntCounter,
     analytics_lag: prometheus::Gauge,
+    native_counted: IntCounterVec,
+    native_pending: IntGauge,
     rate_limited: IntCounterVec,
     /// Registered only with `REDIS_URL` ([`Metrics::register_redis`]): a deployment without
     /// Redis shows no Redis series (and no alert on a Redis it does not have).
@@ -66,7 +73,9 @@ impl Metrics {
         let registry = Registry::new();
         let http_labels = &["method", "route", "status", "workspace"];
         let mock_labels = &["runtime", "api", "method", "endpoint", "status"];
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let metrics = Self {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             http_requests: IntCounterVec::new(
                 Opts::new("http_requests_total", "HTTP requests answered, by matched route"),
                 http_labels,
@@ -122,6 +131,18 @@ impl Metrics {
                 "edgemock_analytics_lag_seconds",
                 "How long the newest event of the last stored edge analytics batch took to arrive",
             )?,
+            native_counted: IntCounterVec::new(
+                Opts::new(
+                    "edgemock_analytics_native_requests_total",
+                    "Native runtime requests added to the analytics tally (counted), or not \
+                     (dropped: the tally was full)",
+                ),
+                &["outcome"],
+            )?,
+            native_pending: IntGauge::new(
+                "edgemock_analytics_native_pending_rows",
+                "Analytics rows of the native runtime waiting for the next write (once a second)",
+            )?,
             rate_limited: IntCounterVec::new(
                 Opts::new("rate_limit_exceeded_total", "Requests refused with a 429"),
                 &["scope"],
@@ -169,6 +190,8 @@ impl Metrics {
         r.register(Box::new(metrics.db_max_connections.clone()))?;
         r.register(Box::new(metrics.publish_failures.clone()))?;
         r.register(Box::new(metrics.analytics_lag.clone()))?;
+        r.register(Box::new(metrics.native_counted.clone()))?;
+        r.register(Box::new(metrics.native_pending.clone()))?;
         r.register(Box::new(metrics.rate_limited.clone()))?;
         r.register(Box::new(metrics.webhook_deliveries.clone()))?;
         r.register(Box::new(metrics.webhook_duration.clone()))?;
@@ -177,12 +200,22 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// The text exposition format, with the pool's figures as of now.
-    pub fn render(&self, db: &Db) -> String {
+    /// The text exposition format, with the pool's and the analytics tally's figures as of now.
+    pub fn render(&self, db: &Db, tally: Option<&crate::analytics::Tally>) -> String {
         let size = i64::from(db.size());
         let idle = i64::try_from(db.num_idle()).unwrap_or(i64::MAX);
         self.db_connections.with_label_values(&["idle"]).set(idle);
         self.db_connections.with_label_values(&["in_use"]).set(size - idle);
+        // The tally keeps its own totals (the hot path touches no registry); the counters
+        // catch up to them at each scrape, so they stay counters for rate().
+        if let Some(tally) = tally {
+            let (counted, dropped) = tally.totals();
+            for (outcome, total) in [("counted", counted), ("dropped", dropped)] {
+                let counter = self.native_counted.with_label_values(&[outcome]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+            self.native_pending.set(i64::try_from(tally.pending_rows()).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a failure would be a registry bug.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -210,6 +243,70 @@ impl Metrics {
         let labels = [method, route, status.as_str(), workspace];
         self.http_requests.with_label_values(&labels).inc();
         self.http_duration.with_label_values(&labels).observe(took.as_secs_f64());
+    }
+
+    /// `http_requests_in_progress` for a route the native runtime serves (`route` one of its
+    /// templates), through this thread's cache of series.
+    pub fn start_cached(&self, method: &'static str, route: &'static str) -> InProgress {
+        let gauge = SERIES.with_borrow_mut(|series| {
+            series
+                .entry((self.id, method, route))
+                .gauges
+                .get_or_insert_with(|| self.http_in_progress.with_label_values(&[method, route]))
+                .clone()
+        });
+        gauge.inc();
+        InProgress(gauge)
+    }
+
+    /// [`Metrics::observe_http`] for a route the native runtime serves, without a workspace,
+    /// through this thread's cache of series.
+    pub fn observe_http_cached(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
+        SERIES.with_borrow_mut(|series| {
+            let (count, time) =
+                series.entry((self.id, method, route)).http.entry(status).or_insert_with(|| {
+                    let status = status_label(status);
+                    let labels = [method, route, status.as_str(), ""];
+                    (
+                        self.http_requests.with_label_values(&labels),
+                        self.http_duration.with_label_values(&labels),
+                    )
+                });
+            count.inc();
+            time.observe(took.as_secs_f64());
+        });
+    }
+
+    /// A native mock answer (`api` a slug or `-`, `endpoint` `METHOD pattern` or `-`),
+    /// through this thread's cache of series.
+    pub fn observe_native_mock(
+        &self,
+        api: Arc<str>,
+        method: &'static str,
+        endpoint: Arc<str>,
+        status: u16,
+        took: Duration,
+    ) {
+        SERIES.with_borrow_mut(|series| {
+            series.trim();
+            let key = MockKey { metrics: self.id, api, method, endpoint, status };
+            let (count, time) = series.mock.entry(key).or_insert_with_key(|key| {
+                let status = status_label(status);
+                let values = ["native", &key.api, method, &key.endpoint, status.as_str()];
+                (
+                    self.mock_requests.with_label_values(&values),
+                    self.mock_duration.with_label_values(&values),
+                )
+            });
+            count.inc();
+            time.observe(took.as_secs_f64());
+        });
     }
 
     pub fn observe_mock(&self, labels: MockLabels<'_>, took: Duration) {
@@ -258,13 +355,66 @@ impl Metrics {
         self.redis_errors.with_label_values(&[operation]).inc();
     }
 
-    pub fn cache(&self, cache: &str, hit: bool) {
-        if hit {
-            self.cache_hits.with_label_values(&[cache]).inc();
-        } else {
-            self.cache_misses.with_label_values(&[cache]).inc();
+    /// A lookup in `cache` (`engine`, `redis`): every native mock request makes one.
+    pub fn cache(&self, cache: &'static str, hit: bool) {
+        SERIES.with_borrow_mut(|series| {
+            // Each series only once it counts something (a cache that never missed shows no
+            // misses series, as before).
+            series
+                .caches
+                .entry((self.id, cache, hit))
+                .or_insert_with(|| {
+                    let vec = if hit { &self.cache_hits } else { &self.cache_misses };
+                    vec.with_label_values(&[cache])
+                })
+                .inc();
+        });
+    }
+}
+
+/// Series handles by label values, per thread. Finding a series in a prometheus vector hashes
+/// its labels and takes a lock every thread shares, and the native runtime did that five
+/// times a request; a thread's own map costs one hash and no shared lock. The series stay
+/// registered (and scraped) whatever this cache holds; it is emptied when it grows past
+/// [`Series::MAX`], so APIs and endpoints that come and go cannot grow it without bound.
+#[derive(Default)]
+struct Series {
+    routes: HashMap<(u64, &'static str, &'static str), RouteSeries>,
+    mock: HashMap<MockKey, (IntCounter, Histogram)>,
+    caches: HashMap<(u64, &'static str, bool), IntCounter>,
+}
+
+#[derive(Default)]
+struct RouteSeries {
+    gauges: Option<IntGauge>,
+    http: HashMap<u16, (IntCounter, Histogram)>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct MockKey {
+    metrics: u64,
+    api: Arc<str>,
+    method: &'static str,
+    endpoint: Arc<str>,
+    status: u16,
+}
+
+impl Series {
+    const MAX: usize = 10_000;
+
+    fn entry(&mut self, key: (u64, &'static str, &'static str)) -> &mut RouteSeries {
+        self.routes.entry(key).or_default()
+    }
+
+    fn trim(&mut self) {
+        if self.mock.len() >= Self::MAX {
+            self.mock.clear();
         }
     }
+}
+
+thread_local! {
+    static SERIES: std::cell::RefCell<Series> = std::cell::RefCell::new(Series::default());
 }
 
 /// Decrements `http_requests_in_progress` when the request is done, however it ends.

@@ -53,6 +53,17 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// [`Verdict::headers`] as header values, without text in between.
+    pub fn header_values(&self) -> [(axum::http::HeaderName, axum::http::HeaderValue); 4] {
+        use axum::http::{HeaderName, HeaderValue};
+        [
+            (HeaderName::from_static("x-ratelimit-tier"), HeaderValue::from_static(self.tier)),
+            (HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(self.limit)),
+            (HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(self.remaining)),
+            (HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(self.reset_seconds)),
+        ]
+    }
+
     pub fn headers(&self) -> [(&'static str, String); 4] {
         [
             ("x-ratelimit-tier", self.tier.to_owned()),
@@ -63,10 +74,39 @@ impl Verdict {
     }
 }
 
-/// Counters by key for the current window.
+/// Whose requests a count is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A workspace's mock traffic, by workspace id.
+    Workspace,
+    /// An admin API client, by a hash of its credential (or `anonymous`).
+    Client,
+}
+
+impl Scope {
+    /// As keys, metrics and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Workspace => "workspace",
+            Self::Client => "client",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Workspace => "ws",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// Counters by scope and key for the current window.
 #[derive(Debug, Default)]
 pub struct Limiter {
-    counts: Mutex<HashMap<String, (i64, u32)>>,
+    /// One map per [`Scope`] (its index), each behind its own lock: admin calls and mock
+    /// traffic never wait for each other, and a key needs no prefix (no allocation per
+    /// request).
+    counts: [Mutex<HashMap<String, (i64, u32)>>; 2],
     /// With `REDIS_URL`: the counts every replica shares.
     shared: Option<Arc<crate::redis::Redis>>,
 }
@@ -74,13 +114,14 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter that counts in `redis` while it answers, and here otherwise.
     pub fn shared(redis: Option<Arc<crate::redis::Redis>>) -> Self {
-        Self { counts: Mutex::default(), shared: redis }
+        Self { counts: Default::default(), shared: redis }
     }
 
     /// As [`Limiter::check`], but across replicas while Redis is configured and up; in this
     /// process otherwise. Without Redis it awaits nothing: it is `check`.
     pub async fn count(
         &self,
+        scope: Scope,
         key: &str,
         limit: u32,
         tier: &'static str,
@@ -90,24 +131,38 @@ impl Limiter {
             && limit != 0
             && redis.is_up()
             // Boxed: the Redis call's state stays out of every request's future.
-            && let Some(verdict) = Box::pin(shared_check(redis, key, limit, tier, now_ms)).await
+            && let Some(verdict) =
+                Box::pin(shared_check(redis, scope, key, limit, tier, now_ms)).await
         {
             return Some(verdict);
         }
-        self.check(key, limit, tier, now_ms)
+        self.check(scope, key, limit, tier, now_ms)
     }
 
-    /// Counts one request under `key` against `limit` at `now_ms`; `None` when `limit` is 0.
-    pub fn check(&self, key: &str, limit: u32, tier: &'static str, now_ms: i64) -> Option<Verdict> {
+    /// Counts one request of `scope` under `key` against `limit` at `now_ms`; `None` when
+    /// `limit` is 0.
+    pub fn check(
+        &self,
+        scope: Scope,
+        key: &str,
+        limit: u32,
+        tier: &'static str,
+        now_ms: i64,
+    ) -> Option<Verdict> {
         if limit == 0 {
             return None;
         }
         let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
-        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts =
+            self.counts[scope as usize].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if counts.len() >= SWEEP_AT {
             counts.retain(|_, (w, _)| *w == window);
         }
-        let entry = counts.entry(key.to_owned()).or_insert((window, 0));
+        // A key seen before costs no allocation (entry() would take an owned key every time).
+        if !counts.contains_key(key) {
+            counts.insert(key.to_owned(), (window, 0));
+        }
+        let entry = counts.get_mut(key)?;
         if entry.0 != window {
             *entry = (window, 0);
         }
@@ -126,17 +181,18 @@ impl Limiter {
     }
 }
 
-/// One request counted in Redis: the key is the window's (`{prefix}rl:{key}:{minute}`), and
+/// One request counted in Redis: the key is the window's (`{prefix}rl:{scope}:{key}:{minute}`), and
 /// expires a window after the window ends. `None` when Redis did not answer in time.
 async fn shared_check(
     redis: &crate::redis::Redis,
+    scope: Scope,
     key: &str,
     limit: u32,
     tier: &'static str,
     now_ms: i64,
 ) -> Option<Verdict> {
     let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
-    let redis_key = format!("{}rl:{key}:{}", redis.prefix(), window / WINDOW_MS);
+    let redis_key = format!("{}rl:{}:{key}:{}", redis.prefix(), scope.prefix(), window / WINDOW_MS);
     let ttl = std::time::Duration::from_millis(2 * WINDOW_MS.unsigned_abs());
     let count = redis.increment(&redis_key, ttl).await?;
     let count = u32::try_from(count).unwrap_or(u32::MAX);
@@ -155,20 +211,21 @@ async fn shared_check(
 #[cfg(test)]
 mod tests {
     use super::Limiter;
+    use super::Scope::Workspace as W;
 
     #[test]
     fn fixed_windows() {
         let limiter = Limiter::default();
         let at = 1_800_000_000_000_i64; // the start of a minute
-        let v = limiter.check("k", 2, "free", at).unwrap();
+        let v = limiter.check(W, "k", 2, "free", at).unwrap();
         assert!(v.allowed && v.remaining == 1 && v.reset_seconds == 60);
-        assert!(limiter.check("k", 2, "free", at + 1).unwrap().allowed);
-        let over = limiter.check("k", 2, "free", at + 59_500).unwrap();
+        assert!(limiter.check(W, "k", 2, "free", at + 1).unwrap().allowed);
+        let over = limiter.check(W, "k", 2, "free", at + 59_500).unwrap();
         assert!(!over.allowed && over.remaining == 0 && over.reset_seconds == 1);
         // Another key, and the next window, start from zero.
-        assert!(limiter.check("other", 2, "free", at + 2).unwrap().allowed);
-        assert!(limiter.check("k", 2, "free", at + 60_000).unwrap().allowed);
-        assert!(limiter.check("k", 0, "free", at).is_none());
+        assert!(limiter.check(W, "other", 2, "free", at + 2).unwrap().allowed);
+        assert!(limiter.check(W, "k", 2, "free", at + 60_000).unwrap().allowed);
+        assert!(limiter.check(W, "k", 0, "free", at).is_none());
     }
 
     #[tokio::test]
@@ -176,9 +233,9 @@ mod tests {
         let (counted, checked) = (Limiter::shared(None), Limiter::default());
         let at = 1_800_000_000_000_i64;
         for n in 0..4 {
-            let want = checked.check("k", 3, "free", at + n);
-            assert_eq!(counted.count("k", 3, "free", at + n).await, want, "request {n}");
+            let want = checked.check(W, "k", 3, "free", at + n);
+            assert_eq!(counted.count(W, "k", 3, "free", at + n).await, want, "request {n}");
         }
-        assert!(counted.count("k", 0, "free", at).await.is_none());
+        assert!(counted.count(W, "k", 0, "free", at).await.is_none());
     }
 }

@@ -349,7 +349,7 @@ fn error(status: u16, code: &str, message: &str, extra: serde_json::Value) -> Mo
             ("content-type".into(), "application/json".into()),
             (edgemock_shared::engine::ERROR_HEADER.into(), code.into()),
         ],
-        body: serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default(),
+        body: serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default().into(),
     }
 }
 
@@ -420,7 +420,7 @@ async fn forward(
     }
     headers.push(("x-mock-proxied".into(), "true".into()));
     let body = match response.bytes().await {
-        Ok(body) => body.to_vec(),
+        Ok(body) => body,
         Err(e) => {
             return error(
                 502,

@@ -246,6 +246,11 @@ pub fn server_spans()
     TraceLayer::new_for_http().make_span_with(ServerSpan).on_response(ServerSpanEnd)
 }
 
+/// The route template of a request that no router matched: the native runtime's mock
+/// requests, which skip the router (`http::Dispatch`).
+#[derive(Debug, Clone, Copy)]
+pub struct Route(pub &'static str);
+
 /// Makes a request's span a server span of the HTTP semantic conventions. The tracing span is
 /// still `request` with `request_id`, `method` and `path` and the router's target, so log
 /// lines read as with traces off (plus `trace_id`, `otel.name`, `otel.kind`) and `LOG_LEVEL`
@@ -258,7 +263,11 @@ impl<B> MakeSpan<B> for ServerSpan {
         let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
         let method = semconv_method(request.method());
         // The router layers this on every route, after matching: the route is known here.
-        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .or_else(|| request.extensions().get::<Route>().map(|r| r.0));
         // An unknown method names the span `HTTP`, as the conventions say.
         let named = if method == "_OTHER" { "HTTP" } else { method };
         let name = match route {

@@ -141,8 +141,11 @@ async fn query(
 
 #[derive(Debug, Serialize, JsonSchema)]
 struct CleanupAnswer {
+    /// Requests whose analytics were deleted.
     deleted: u64,
-    /// Events that happened before this time were deleted.
+    /// Of them, edge events that were stored one by one.
+    deleted_events: u64,
+    /// Analytics of requests before this time were deleted (of whole minutes only).
     before_ms: i64,
     retention_days: u32,
 }
@@ -160,7 +163,12 @@ async fn cleanup(State(state): State<AppState>, caller: Caller) -> Result<Json<C
         ));
     }
     let days = state.analytics_retention_days;
-    let (deleted, before_ms) = analytics::cleanup(&state.db, days).await?;
-    tracing::info!(deleted, by = %caller.who(), "analytics cleanup on request");
-    Ok(Json(CleanupAnswer { deleted, before_ms, retention_days: days }))
+    let cleaned = analytics::cleanup(&state.db, days).await?;
+    tracing::info!(deleted = cleaned.requests, by = %caller.who(), "analytics cleanup on request");
+    Ok(Json(CleanupAnswer {
+        deleted: cleaned.requests,
+        deleted_events: cleaned.events,
+        before_ms: cleaned.before_ms,
+        retention_days: days,
+    }))
 }

@@ -194,7 +194,7 @@ async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     match &state.metrics {
         Some(metrics) => (
             [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            metrics.render(&state.db),
+            metrics.render(&state.db, state.tally.as_ref()),
         )
             .into_response(),
         None => crate::error::ApiError::NotFound("route".to_owned()).into_response(),

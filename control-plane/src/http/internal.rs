@@ -74,7 +74,7 @@ async fn post_analytics(
     let Input(batch) = batch?;
     batch.validate()?;
     let received_at_ms = crate::db::now_ms();
-    if state.recorder.is_none() {
+    if state.tally.is_none() {
         // ANALYTICS_ENABLED=false: accepted (so the edge does not retry) and not stored; the
         // webhooks that take mock events still get them.
         let queued =

@@ -1,13 +1,19 @@
-//! The native runtime's routes: `ANY /mock/{apiSlug}/{path…}`,
-//! `POST|GET /mock-graphql/{apiSlug}` and `/ws/{apiSlug}/{path…}` ([`super::ws`]), public
-//! like the edge's (see [`crate::runtime`]).
+//! The native runtime's mock requests: `ANY /mock/{apiSlug}/{path…}` and
+//! `POST|GET /mock-graphql/{apiSlug}`, public like the edge's (see [`crate::runtime`]);
+//! WebSocket mocks at `/ws/{apiSlug}/{path…}` are [`super::ws`].
+//!
+//! Mock requests do not go through the router: [`super::Dispatch`] hands every request whose
+//! path starts with `/mock/` or `/mock-graphql/` to [`serve_native`], which does what the
+//! router's layers do for other routes (request id, metrics) and nothing else. Mock answers
+//! must be exactly what the mock defines, and a mock server is judged by how many requests a
+//! core answers: the layers (middleware futures, a tracing span per request, header copies)
+//! cost more than the engine. Slugs and paths are split from the raw path as the edge splits
+//! them (`edge/src/routes.rs`), so both answer the same to odd paths.
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::routing::any;
 use edgemock_shared::MockResponse;
 use edgemock_shared::engine::ERROR_HEADER;
 use edgemock_shared::model::validate_slug;
@@ -16,14 +22,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::db::now_ms;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/mock/{api}", any(rest_root))
-        .route("/mock/{api}/", any(rest_root))
-        .route("/mock/{api}/{*path}", any(rest))
-        .route("/mock-graphql/{api}", any(graphql))
-        .merge(super::ws::router())
-}
+const MOCK_PREFIX: &str = "/mock/";
+const GRAPHQL_PREFIX: &str = "/mock-graphql/";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -31,37 +31,50 @@ enum Protocol {
     Graphql,
 }
 
-// The handlers take the request whole: axum's `HeaderMap` and `Uri` extractors clone.
-
-async fn rest_root(
-    State(state): State<AppState>,
-    Path(api): Path<String>,
-    request: Request,
-) -> Response {
-    serve(&state, &api, "/".to_owned(), Protocol::Rest, request).await
+/// Whether [`serve_native`] answers this path.
+pub fn is_mock_path(path: &str) -> bool {
+    path.starts_with(MOCK_PREFIX) || path.starts_with(GRAPHQL_PREFIX)
 }
 
-async fn rest(
-    State(state): State<AppState>,
-    Path((api, path)): Path<(String, String)>,
-    request: Request,
-) -> Response {
-    // The raw path below the API prefix, still percent-encoded (as the engine expects).
-    let raw = request
-        .uri()
-        .path()
-        .strip_prefix("/mock/")
-        .and_then(|p| p.strip_prefix(api.as_str()))
-        .map_or_else(|| format!("/{path}"), str::to_owned);
-    serve(&state, &api, raw, Protocol::Rest, request).await
+/// The route template a mock path is counted and traced under (as the router would name it);
+/// `None` for any other path.
+pub fn route_of(path: &str) -> Option<&'static str> {
+    if let Some(rest) = path.strip_prefix(MOCK_PREFIX) {
+        let sub = rest.find('/').map_or("", |at| &rest[at..]);
+        Some(if sub.len() > 1 { "/mock/{api}/{*path}" } else { "/mock/{api}" })
+    } else {
+        path.starts_with(GRAPHQL_PREFIX).then_some("/mock-graphql/{api}")
+    }
 }
 
-async fn graphql(
-    State(state): State<AppState>,
-    Path(api): Path<String>,
-    request: Request,
-) -> Response {
-    serve(&state, &api, "/".to_owned(), Protocol::Graphql, request).await
+/// Answers a mock request (a path [`is_mock_path`] accepts), with `x-request-id`, counted in
+/// `http_requests_*` under the route templates the router would have matched.
+pub async fn serve_native(state: &AppState, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let method = crate::metrics::method_label(request.method().as_str());
+    let path = request.uri().path();
+    let route = route_of(path).unwrap_or("unmatched");
+    // `{prefix}{slug}{/rest}`, the rest `/` when absent; GraphQL's slug is all that follows.
+    let (api, sub_path, protocol) = match path.strip_prefix(MOCK_PREFIX) {
+        Some(rest) => {
+            let (slug, sub) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            (slug, if sub.is_empty() { "/" } else { sub }, Protocol::Rest)
+        }
+        None => {
+            let rest = path.strip_prefix(GRAPHQL_PREFIX).unwrap_or_default();
+            (rest.strip_suffix('/').unwrap_or(rest), "/", Protocol::Graphql)
+        }
+    };
+    let (api, sub_path) = (api.to_owned(), sub_path.to_owned());
+    let request_id = request_id(request.headers());
+    let in_progress = state.metrics.as_ref().map(|m| m.start_cached(method, route));
+    let (response, verdict) =
+        serve(state, &api, sub_path, protocol, request, &request_id, started).await;
+    drop(in_progress);
+    if let Some(metrics) = &state.metrics {
+        metrics.observe_http_cached(method, route, response.status, started.elapsed());
+    }
+    finish(response, &request_id, verdict)
 }
 
 /// The compiled API published under `api`, as REST, GraphQL and WebSocket mocks all need it:
@@ -70,6 +83,7 @@ async fn graphql(
 pub(super) async fn load(
     state: &AppState,
     api: &str,
+    request_id: &str,
 ) -> Result<std::sync::Arc<edgemock_shared::Engine>, MockResponse> {
     let not_found = || {
         error(
@@ -86,7 +100,12 @@ pub(super) async fn load(
         Ok(Some(engine)) => Ok(engine),
         Ok(None) => Err(not_found()),
         Err(e) => {
-            tracing::error!(api, error = %e, "cannot load the API for the native runtime");
+            tracing::error!(
+                api,
+                request_id,
+                error = %e,
+                "cannot load the API for the native runtime"
+            );
             Err(error(503, "store_unavailable", "the API cannot be loaded", json!({})))
         }
     }
@@ -100,7 +119,8 @@ pub(super) async fn limit(
 ) -> Result<Option<crate::rate_limit::Verdict>, MockResponse> {
     let workspace = &engine.snapshot().workspace;
     let (limit, tier) = state.rate_limits.for_workspace(workspace);
-    let verdict = state.limiter.count(&format!("ws:{}", workspace.id), limit, tier, now_ms()).await;
+    let scope = crate::rate_limit::Scope::Workspace;
+    let verdict = state.limiter.count(scope, &workspace.id, limit, tier, now_ms()).await;
     let Some(refused) = verdict.filter(|v| !v.allowed) else { return Ok(verdict) };
     if let Some(metrics) = &state.metrics {
         metrics.rate_limited("workspace");
@@ -128,13 +148,14 @@ pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The request's id. The router's first layer (`http::request_id`) has put one on every
-/// request already: the client's `x-request-id` when it is a sane token, otherwise a new one
-/// (as the edge). The fallback only serves a handler reached some other way.
+/// The request's id: the client's (or the edge's) `x-request-id` when it is a sane token,
+/// otherwise a new one (as the edge does, and as the router's first layer does for other
+/// routes).
 pub(super) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
+        .and_then(edgemock_shared::request::sane_request_id)
         .map_or_else(new_request_id, str::to_owned)
 }
 
@@ -150,115 +171,70 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
             ("cache-control".into(), "no-store".into()),
             (ERROR_HEADER.into(), code.into()),
         ],
-        body: serde_json::to_vec(&json!({ "error": error })).unwrap_or_default(),
+        body: serde_json::to_vec(&json!({ "error": error })).unwrap_or_default().into(),
     }
 }
 
+/// The answer, counted in the analytics tally and the mock metrics.
 async fn serve(
     state: &AppState,
     api: &str,
     path: String,
     protocol: Protocol,
     request: Request,
-) -> Response {
-    let request_id = request_id(request.headers());
-    let started = std::time::Instant::now();
+    request_id: &str,
+    started: std::time::Instant,
+) -> (MockResponse, Option<crate::rate_limit::Verdict>) {
+    let arrived_ms = now_ms();
     let method = crate::metrics::method_label(request.method().as_str());
-    let raw_method = request.method().as_str().to_owned();
-    let (response, counted) = decide(state, api, path, protocol, request).await;
-    if let (Some(recorder), Some(facts)) = (&state.recorder, &counted.facts) {
-        recorder.record(event(api, &raw_method, protocol, &request_id, &response, facts, started));
+    let mut counted = Counted { arrived_ms, ..Counted::default() };
+    let response = answer(state, api, path, protocol, request, request_id, &mut counted).await;
+    let took = started.elapsed();
+    // As at the edge, requests are counted once an API answered them (not a slug that
+    // names none).
+    if let (Some(tally), Some(engine)) = (&state.tally, &counted.engine) {
+        let labels = engine.labels();
+        let key = crate::analytics::RollupKey {
+            api_id: labels.api_id.clone(),
+            minute_ms: crate::analytics::minute_of(arrived_ms),
+            source: crate::analytics::native_source(),
+            endpoint: counted
+                .matched
+                .as_ref()
+                .map_or_else(crate::analytics::none_label, |m| m.label.clone()),
+            status: response.status,
+            country: crate::analytics::none_label(),
+        };
+        let sample = crate::analytics::Sample {
+            latency_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
+            response_bytes: response.body.len() as u64,
+            ..counted.sample
+        };
+        tally.add(key, &labels.workspace_id, &sample);
     }
     if let Some(metrics) = &state.metrics {
-        let labels = crate::metrics::MockLabels {
-            runtime: "native",
-            api: if counted.api_exists { api } else { "-" },
-            method,
-            endpoint: counted.endpoint.as_deref().unwrap_or("-"),
-            status: response.status,
-        };
-        metrics.observe_mock(labels, started.elapsed());
+        let none = crate::analytics::none_label;
+        let api = counted.engine.as_ref().map_or_else(none, |e| e.labels().api_slug.clone());
+        let endpoint = counted.matched.as_ref().map_or_else(none, |m| m.label.clone());
+        metrics.observe_native_mock(api, method, endpoint, response.status, took);
     }
-    finish(response, &request_id)
+    (response, counted.verdict)
 }
 
 /// What a mock answer is counted under, beyond the request itself.
 #[derive(Default)]
 struct Counted {
-    api_exists: bool,
-    /// `METHOD pattern` of the matched endpoint (or GraphQL operation).
-    endpoint: Option<String>,
-    /// For the analytics event; `None` when no API answered (as at the edge, which records
-    /// events only for APIs it has).
-    facts: Option<Facts>,
-}
-
-struct Facts {
-    workspace_id: String,
-    api_id: String,
-    path: String,
-    request_bytes: u64,
-    endpoint: Option<(String, String)>,
-    proxied: bool,
-    deduplicated: bool,
-    validation_failed: bool,
-    near_miss: Option<String>,
-}
-
-/// The native answer as an analytics event: the edge's wire type, `source: "native"`.
-fn event(
-    api: &str,
-    method: &str,
-    protocol: Protocol,
-    request_id: &str,
-    response: &MockResponse,
-    facts: &Facts,
-    started: std::time::Instant,
-) -> edgemock_shared::analytics::AnalyticsEvent {
-    use edgemock_shared::analytics::{self, AnalyticsEvent, CacheOutcome};
-    let clip = |text: &str, max: usize| text.chars().take(max).collect::<String>();
-    AnalyticsEvent {
-        id: new_request_id(),
-        request_id: clip(request_id, analytics::MAX_TEXT_CHARS),
-        timestamp_ms: now_ms(),
-        source: "native".to_owned(),
-        workspace_id: facts.workspace_id.clone(),
-        api_id: facts.api_id.clone(),
-        api_slug: api.to_owned(),
-        protocol: match protocol {
-            Protocol::Rest => analytics::Protocol::Rest,
-            Protocol::Graphql => analytics::Protocol::Graphql,
-        },
-        endpoint_method: facts.endpoint.as_ref().map(|(m, _)| m.clone()),
-        endpoint_pattern: facts.endpoint.as_ref().map(|(_, p)| clip(p, analytics::MAX_PATH_CHARS)),
-        method: clip(method, analytics::MAX_TEXT_CHARS),
-        path: clip(&facts.path, analytics::MAX_PATH_CHARS),
-        status: response.status,
-        latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
-        request_bytes: facts.request_bytes,
-        response_bytes: response.body.len() as u64,
-        country: None,
-        city: None,
-        colo: None,
-        proxied: facts.proxied,
-        deduplicated: facts.deduplicated,
-        cache: CacheOutcome::Bypass,
-        validation_failed: facts.validation_failed,
-        near_miss: facts.near_miss.as_deref().map(|n| clip(n, analytics::MAX_PATH_CHARS)),
-        snapshot_source: Some("native".to_owned()),
-    }
-}
-
-async fn decide(
-    state: &AppState,
-    api: &str,
-    path: String,
-    protocol: Protocol,
-    request: Request,
-) -> (MockResponse, Counted) {
-    let mut counted = Counted::default();
-    let response = answer(state, api, path, protocol, request, &mut counted).await;
-    (response, counted)
+    /// When the request arrived (the engine's clock, and the analytics' minute).
+    arrived_ms: i64,
+    /// The API that answered; `None` when no API has the slug.
+    engine: Option<std::sync::Arc<edgemock_shared::Engine>>,
+    /// The endpoint (or GraphQL operation) that matched.
+    matched: Option<edgemock_shared::Matched>,
+    /// What the analytics count besides status, latency and the response's size.
+    sample: crate::analytics::Sample,
+    /// The rate limit's verdict, for the headers of an answer the mock gave (not of a
+    /// replay, as at the edge).
+    verdict: Option<crate::rate_limit::Verdict>,
 }
 
 async fn answer(
@@ -267,13 +243,15 @@ async fn answer(
     path: String,
     protocol: Protocol,
     request: Request,
+    request_id: &str,
     counted: &mut Counted,
 ) -> MockResponse {
-    let engine = match load(state, api).await {
+    let now_ms = counted.arrived_ms;
+    let engine = match load(state, api, request_id).await {
         Ok(engine) => engine,
         Err(refusal) => return refusal,
     };
-    counted.api_exists = true;
+    counted.engine = Some(engine.clone());
     let verdict = match limit(state, &engine).await {
         Ok(verdict) => verdict,
         Err(refusal) => return refusal,
@@ -301,47 +279,34 @@ async fn answer(
         headers: engine_headers(&parts.headers),
         body,
     };
-    let now_ms = now_ms();
     let seed = seed();
-    let outcome = match protocol {
+    let mut outcome = match protocol {
         Protocol::Rest => engine.handle(&request, now_ms, seed),
         Protocol::Graphql => engine.handle_graphql(&request, now_ms, seed),
     };
-    counted.endpoint = outcome.matched.as_ref().map(|m| format!("{} {}", m.method, m.pattern));
-    let snapshot = engine.snapshot();
-    let mut facts = Facts {
-        workspace_id: snapshot.workspace.id.clone(),
-        api_id: snapshot.api.id.clone(),
-        path: request.path.clone(),
-        request_bytes: request.body.len() as u64,
-        endpoint: outcome.matched.as_ref().map(|m| (m.method.clone(), m.pattern.clone())),
-        proxied: outcome.kind == edgemock_shared::OutcomeKind::Proxy,
-        deduplicated: false,
-        validation_failed: outcome.kind == edgemock_shared::OutcomeKind::ValidationFailed,
-        near_miss: outcome.near_misses.first().map(|m| format!("{} {}", m.method, m.path)),
-    };
+    counted.matched = outcome.matched.take();
+    counted.sample.request_bytes = request.body.len() as u64;
+    counted.sample.proxied = outcome.kind == edgemock_shared::OutcomeKind::Proxy;
+    counted.sample.validation_failed =
+        outcome.kind == edgemock_shared::OutcomeKind::ValidationFailed;
     // An identical request within the window gets the first answer again (before the
     // delay, as at the edge).
-    let dedup_key = outcome.dedup_key.clone();
+    let dedup_key = outcome.dedup_key.take();
     if let Some(key) = &dedup_key
         && let Some(replay) = state.runtime.replay(api, key)
     {
-        facts.deduplicated = true;
-        counted.facts = Some(facts);
+        counted.sample.deduplicated = true;
         return replay;
     }
-    counted.facts = Some(facts);
     let delay = outcome.delay_ms;
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
     }
-    let mut response = crate::runtime::respond(&state.runtime, &request, outcome, api).await;
+    let response = crate::runtime::respond(&state.runtime, &request, outcome, api).await;
     if let Some(key) = &dedup_key {
         state.runtime.remember_answer(api, key, &response);
     }
-    if let Some(verdict) = verdict {
-        response.headers.extend(verdict.headers().map(|(n, v)| (n.to_owned(), v)));
-    }
+    counted.verdict = verdict;
     response
 }
 
@@ -372,8 +337,13 @@ pub(super) fn new_request_id() -> String {
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
 }
 
-/// The response on the wire: `x-request-id` always, the request id in edgemock's own errors.
-pub(super) fn finish(mut response: MockResponse, request_id: &str) -> Response {
+/// The response on the wire: `x-request-id` always, the request id in edgemock's own errors,
+/// and the `X-RateLimit-*` headers of `verdict`.
+pub(super) fn finish(
+    mut response: MockResponse,
+    request_id: &str,
+    verdict: Option<crate::rate_limit::Verdict>,
+) -> Response {
     if response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER)) {
         response.body = edgemock_shared::response::with_request_id(response.body, request_id);
     }
@@ -382,15 +352,22 @@ pub(super) fn finish(mut response: MockResponse, request_id: &str) -> Response {
     let mut out = Response::new(if bodyless { Body::empty() } else { Body::from(response.body) });
     *out.status_mut() = status;
     let headers = out.headers_mut();
-    for (name, value) in &response.headers {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
-        {
+    headers.reserve(response.headers.len() + 5);
+    for (name, value) in response.headers {
+        // The value's bytes move into the header as they are (no copy); a standard name is
+        // a constant of `http`, only other names are copied.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes()));
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), value) {
             headers.append(name, value);
         }
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", value);
+    }
+    if let Some(verdict) = verdict {
+        for (name, value) in verdict.header_values() {
+            headers.insert(name, value);
+        }
     }
     out
 }

@@ -92,8 +92,9 @@ pub struct Shared {
     pub limiter: crate::rate_limit::Limiter,
     /// `REDIS_URL`'s connection, for health; `None` without Redis.
     pub redis: Option<std::sync::Arc<crate::redis::Redis>>,
-    /// The native runtime's analytics events; `None` with `ANALYTICS_ENABLED=false`.
-    pub recorder: Option<crate::analytics::Recorder>,
+    /// The native runtime's analytics, counted per minute; `None` with
+    /// `ANALYTICS_ENABLED=false`.
+    pub tally: Option<crate::analytics::Tally>,
     /// `ANALYTICS_RETENTION_DAYS`, for `POST /api/v1/analytics/cleanup`.
     pub analytics_retention_days: u32,
     /// Prometheus metrics; `None` with `METRICS_ENABLED=false`.
@@ -151,8 +152,9 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .merge(admin)
         .merge(own)
-        // Mock answers are exactly what the mock defines: no layer of ours on them.
-        .merge(mocks::router())
+        // WebSocket mocks (`/mock/…` and `/mock-graphql/…` never reach the router: see
+        // `Dispatch`). Mock answers are exactly what the mock defines: no layer of ours on them.
+        .merge(ws::router())
         // Health, metrics and the internal routes answer a wrong method in JSON too.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -187,6 +189,65 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(request_id))
 }
 
+/// The whole server as one service: mock requests ([`mocks::is_mock_path`]) go straight to
+/// the native runtime ([`mocks::serve_native`]), everything else through the router and its
+/// layers.
+///
+/// With traces on (`OTEL_EXPORTER_OTLP_ENDPOINT`), mock requests get their server span too:
+/// they pass through a router of their own that has only the span layer and the request id.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    state: AppState,
+    router: Router,
+    traced_mocks: Option<Router>,
+}
+
+impl Dispatch {
+    pub fn new(state: AppState) -> Self {
+        let traced_mocks = crate::telemetry::traces_enabled().then(|| {
+            let serve = |axum::extract::State(state): axum::extract::State<AppState>,
+                         request: Request| async move {
+                mocks::serve_native(&state, request).await
+            };
+            Router::new()
+                .fallback(serve)
+                .with_state(state.clone())
+                .layer(crate::telemetry::server_spans())
+                .layer(axum::middleware::from_fn(request_id))
+        });
+        Self { router: router(state.clone()), state, traced_mocks }
+    }
+}
+
+impl tower_service::Service<Request> for Dispatch {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        if let Some(traced) = &mut self.traced_mocks
+            && let Some(route) = mocks::route_of(request.uri().path())
+        {
+            request.extensions_mut().insert(crate::telemetry::Route(route));
+            Box::pin(tower_service::Service::call(traced, request))
+        } else if mocks::is_mock_path(request.uri().path()) {
+            let state = self.state.clone();
+            Box::pin(async move { Ok(mocks::serve_native(&state, request).await) })
+        } else {
+            Box::pin(tower_service::Service::call(&mut self.router, request))
+        }
+    }
+}
+
 /// `GLOBAL_RATE_LIMIT_RPM` per client of the admin API: its credential (hashed: the
 /// limiter keeps no secret) or, without one, all anonymous callers together.
 async fn limit_clients(
@@ -198,13 +259,15 @@ async fn limit_clients(
     let key = match request.headers().get(axum::http::header::AUTHORIZATION) {
         Some(credential) => {
             use sha2::Digest;
-            format!("client:{}", hex::encode(&sha2::Sha256::digest(credential.as_bytes())[..16]))
+            hex::encode(&sha2::Sha256::digest(credential.as_bytes())[..16])
         }
-        None => "client:anonymous".to_owned(),
+        None => "anonymous".to_owned(),
     };
     let now = crate::db::now_ms();
-    let Some(verdict) =
-        state.limiter.count(&key, state.rate_limits.global_rpm, "client", now).await
+    let Some(verdict) = state
+        .limiter
+        .count(crate::rate_limit::Scope::Client, &key, state.rate_limits.global_rpm, "client", now)
+        .await
     else {
         return next.run(request).await;
     };

@@ -98,7 +98,7 @@ async fn connect(
             }
             switching
         }
-        Err(refusal) => finish(refusal, &request_id),
+        Err(refusal) => finish(refusal, &request_id, None),
     }
 }
 
@@ -113,7 +113,8 @@ async fn accept(
     headers: HeaderMap,
     upgrade: Upgrade,
 ) -> Result<Response, MockResponse> {
-    let engine = load(state, api).await?;
+    // The router's first layer put it there (the same id `connect` answers with).
+    let engine = load(state, api, &request_id(&headers)).await?;
     // A handshake counts against the workspace's limit, as at the edge.
     limit(state, &engine).await?;
     let Some(ws) = engine.websocket(&path) else {
