@@ -25,6 +25,7 @@ COUNTERS_AND_GAUGES = {
     "rate_limit_exceeded_total",
     # edgemock's own: publish failures, the edge analytics lag, Redis (with REDIS_URL).
     "edgemock_publish_failures_total", "edgemock_analytics_lag_seconds",
+    "edgemock_analytics_native_requests_total", "edgemock_analytics_native_pending_rows",
     "edgemock_redis_up", "edgemock_redis_errors_total",
     # Prometheus' own, per scrape target.
     "up",
