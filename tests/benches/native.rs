@@ -1,27 +1,38 @@
 //! The control plane under load, on this machine: `cargo bench -p edgemock-e2e --bench native`
 //! (needs `wrk`: `apt-get install wrk`).
 //!
-//! For SQLite and for PostgreSQL (a server of its own), the release binary `edgemock` is
-//! started with default settings and an API of 503 endpoints (500 filler routes, a static
-//! 1 KB reply, a path-parameter template, a query rule). Printed, for BENCHMARKS.md:
+//! For SQLite and for PostgreSQL (a server of its own), the `edgemock` binary of the `server`
+//! profile (what the container image ships) is started with default settings (analytics and
+//! metrics on) and an API of 503 endpoints (500 filler routes, a static 1 KB reply, a
+//! path-parameter template, a query rule). Printed, for BENCHMARKS.md:
 //! - start-up: process spawned → `/health/ready` answers, with the 503 endpoints stored;
 //! - the native runtime under `wrk -t2 -c32` for each scenario, beside a bare hyper server
-//!   in this process that answers the same 1 KB with no routing at all: requests per second,
-//!   the ratio to bare, latency, CPU time per request (from /proc) and resident memory;
+//!   in this process that replays the native runtime's own answer for that scenario (the
+//!   same status, headers and body) with no routing at all, under the same wrk command and
+//!   script: requests per second, the ratio to bare, latency, CPU time per request of each
+//!   (from /proc) and resident memory;
+//! - while each scenario runs, how far the stored analytics are behind the requests the
+//!   native runtime answered (sampled each second), and after the last one that every
+//!   request was stored and none dropped;
+//! - edge analytics ingest: events per second in batches of 100, from 1 and 4 senders;
 //! - admin API latency (p50/p99) for reads and writes, 8 concurrent clients.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgemock_control_plane::auth::{Claims, Role, Tokens};
-use edgemock_e2e::{Postgres, free_port, root};
+use edgemock_e2e::{Postgres, Server, cpu_seconds, root, rss_mib};
 use serde_json::{Value, json};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-01";
 const SECONDS: &str = "8";
+const EDGE_TOKEN: &str = "bench-edge-token";
+/// Events per ingest batch: what the edge's queue consumer sends (`max_batch_size` in
+/// wrangler.toml).
+const BATCH: usize = 100;
 
 fn body_1kb() -> Value {
     let items: Vec<Value> = (0..22)
@@ -33,66 +44,21 @@ fn body_1kb() -> Value {
     value
 }
 
-struct Native {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Native {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the release binary; answers it and how long it took to be ready.
-async fn start(database_url: &str) -> (Native, Duration) {
-    let port = free_port();
-    let started = Instant::now();
-    let child = Command::new(root().join("target/release/edgemock"))
-        .env("DATABASE_URL", database_url)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("JWT_SECRET", SECRET)
-        .env("LOG_LEVEL", "warn")
+/// Starts the binary with default settings; answers it and how long it took to be ready.
+async fn start(database_url: &str) -> (Server, Duration) {
+    Server::start(&[
+        ("DATABASE_URL", database_url),
+        ("JWT_SECRET", SECRET),
+        // The edge's credential for the analytics ingest route.
+        ("EDGE_PUBLISH_TOKEN", EDGE_TOKEN),
+        ("LOG_LEVEL", "warn"),
         // The limiter runs on every mock request but never refuses one (as the workerd
         // bench does); the admin part is 8 clients on one token, far over the default 100/min.
-        .env("WORKSPACE_RATE_LIMIT_RPM", "100000000")
-        .env("GLOBAL_RATE_LIMIT_RPM", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    loop {
-        if let Ok(r) = client.get(format!("{url}/health/ready")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "the control plane did not start");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    (Native { child, url }, started.elapsed())
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|t| t.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|t| t.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+        ("WORKSPACE_RATE_LIMIT_RPM", "100000000"),
+        ("GLOBAL_RATE_LIMIT_RPM", "0"),
+    ])
+    .await
+    .unwrap()
 }
 
 /// Runs wrk; answers (requests per second, p50 ms, p99 ms, requests).
@@ -129,25 +95,58 @@ fn wrk(url: &str, script: Option<&str>) -> (f64, f64, f64, f64) {
     (number("Requests/sec:"), number("50%"), number("99%"), requests)
 }
 
-/// A bare hyper server answering `body` to everything: the ceiling for this machine.
-async fn bare(body: Arc<Vec<u8>>) -> String {
+/// One answer, as the native runtime gave it: what the bare server replays.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    body: bytes::Bytes,
+}
+
+/// Fetches `url` once from the native runtime. The bare server sends these very bytes (every
+/// header but `date` and `content-length`, which hyper writes itself), so that the two
+/// servers write the same response and the difference is the work in between.
+async fn capture(url: &str) -> Answer {
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date" && *name != "content-length")
+        .map(|(name, value)| {
+            (
+                hyper::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+                hyper::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            )
+        })
+        .collect();
+    Answer { status: 200, headers, body: response.bytes().await.unwrap() }
+}
+
+/// A bare hyper server answering `answer` to everything, with no routing, no rendering, no
+/// metrics: the ceiling for this machine. Stops when the handle is aborted.
+async fn bare(answer: Answer) -> (String, tokio::task::JoinHandle<()>) {
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
+    let answer = Arc::new(answer);
+    let server = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let body = body.clone();
-            tokio::spawn(async move {
+            let answer = answer.clone();
+            connections.spawn(async move {
                 let service = service_fn(move |_request| {
-                    let body = body.clone();
+                    let answer = answer.clone();
                     async move {
-                        let mut response = hyper::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from((*body).clone()),
-                        ));
-                        response
-                            .headers_mut()
-                            .insert("content-type", "application/json".parse().unwrap());
+                        let mut response =
+                            hyper::Response::new(http_body_util::Full::new(answer.body.clone()));
+                        *response.status_mut() =
+                            hyper::StatusCode::from_u16(answer.status).unwrap();
+                        let headers = response.headers_mut();
+                        for (name, value) in &answer.headers {
+                            headers.append(name.clone(), value.clone());
+                        }
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
@@ -157,7 +156,35 @@ async fn bare(body: Arc<Vec<u8>>) -> String {
             });
         }
     });
-    url
+    (url, server)
+}
+
+/// The native runtime's analytics as of now: requests counted in the tally and requests not
+/// counted (from `/metrics`), and requests stored (the analytics API's sum over the last day).
+async fn analytics_state(url: &str, token: &str) -> (f64, f64, f64) {
+    let client = reqwest::Client::new();
+    let scrape = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let series = |name: &str| {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let counted = series("edgemock_analytics_native_requests_total{outcome=\"counted\"}");
+    let dropped = series("edgemock_analytics_native_requests_total{outcome=\"dropped\"}");
+    let answer: Value = client
+        .get(format!("{url}/api/v1/apis/bench/analytics?bucket=day"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored =
+        answer["rows"].as_array().unwrap().iter().map(|r| r["requests"].as_f64().unwrap()).sum();
+    (counted, dropped, stored)
 }
 
 async fn seed(url: &str, token: &str) {
@@ -246,7 +273,97 @@ async fn admin_latency(url: &str, token: &str, write: bool, n: usize) -> (f64, f
     (ms(all[all.len() / 2]), ms(all[all.len() * 99 / 100]))
 }
 
-async fn run_on(label: &str, database_url: &str, bare_url: &str) {
+/// Edge analytics ingest: `senders` concurrent clients post `batches` batches of [`BATCH`]
+/// events each, as the edge's queue consumer does, against the API `api_id`. Prints events
+/// per second and batch latency, then checks that every event is stored, once.
+async fn ingest(
+    url: &str,
+    token: &str,
+    api_id: &str,
+    workspace_id: &str,
+    senders: usize,
+    batches: usize,
+) {
+    let client = reqwest::Client::new();
+    let now = edgemock_control_plane::db::now_ms();
+    let before = analytics_state(url, token).await.2;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for sender in 0..senders {
+        let (client, url) = (client.clone(), url.to_owned());
+        let (api_id, workspace_id) = (api_id.to_owned(), workspace_id.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for b in 0..batches / senders {
+                let events: Vec<Value> = (0..BATCH)
+                    .map(|i| {
+                        let n = (sender * batches + b) * BATCH + i;
+                        let status = [200, 200, 200, 404, 500][n % 5];
+                        let country = ["DE", "US", "JP", "BR"][n % 4];
+                        json!({
+                            "id": uuid::Uuid::now_v7().to_string(),
+                            "request_id": uuid::Uuid::now_v7().to_string(),
+                            // Spread over the last ten minutes, as a backlog would be.
+                            "timestamp_ms": now - i64::try_from(n % 600_000).unwrap(),
+                            "source": "edge",
+                            "workspace_id": workspace_id,
+                            "api_id": api_id,
+                            "api_slug": "bench",
+                            "protocol": "http",
+                            "endpoint_method": "GET",
+                            "endpoint_pattern": format!("/r{}/items/:id", n % 50),
+                            "method": "GET",
+                            "path": format!("/r{}/items/{n}", n % 50),
+                            "status": status,
+                            "latency_ms": u32::try_from(n % 40).unwrap(),
+                            "request_bytes": 0,
+                            "response_bytes": 1024 + n % 300,
+                            "country": country,
+                            "colo": "FRA",
+                            "proxied": false,
+                            "deduplicated": n.is_multiple_of(10),
+                            "cache": "hit",
+                            "validation_failed": false,
+                        })
+                    })
+                    .collect();
+                let sent = Instant::now();
+                let answer: Value = client
+                    .post(format!("{url}/internal/v1/analytics"))
+                    .bearer_auth(EDGE_TOKEN)
+                    .json(&json!({"events": events}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(answer["stored"], BATCH, "{answer}");
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let took = started.elapsed();
+    all.sort();
+    let events = (all.len() * BATCH) as f64;
+    let stored = analytics_state(url, token).await.2 - before;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "| {senders} | {} | {:.0} | {:.1} | {:.1} | {stored:.0} of {events:.0} |",
+        all.len(),
+        events / took.as_secs_f64(),
+        ms(all[all.len() / 2]),
+        ms(all[all.len() * 99 / 100]),
+    );
+    assert!((stored - events).abs() < 0.5, "stored {stored} of {events} events");
+}
+
+async fn run_on(label: &str, database_url: &str) {
     let token = Tokens::new(SECRET)
         .mint(&Claims {
             sub: "bench".into(),
@@ -260,7 +377,7 @@ async fn run_on(label: &str, database_url: &str, bare_url: &str) {
     drop(native);
     // Start-up with the 503 endpoints stored.
     let (native, startup) = start(database_url).await;
-    let pid = native.child.id();
+    let pid = native.pid();
     let routes = root().join("target/bench-500-routes.lua");
     std::fs::write(
         &routes,
@@ -273,27 +390,71 @@ async fn run_on(label: &str, database_url: &str, bare_url: &str) {
         rss_mib(pid)
     );
     println!(
-        "| scenario | req/s | bare req/s | ratio | p50 ms | p99 ms | CPU per request | RSS after |"
+        "| scenario | req/s | bare req/s | ratio | p50 ms | p99 ms | CPU per request | bare CPU per request | RSS after | analytics behind (most, 1 s samples) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let scenarios: [(&str, String, Option<&str>); 4] = [
-        ("static 1 KB", format!("{}/mock/bench/static", native.url), None),
-        ("path-parameter template", format!("{}/mock/bench/users/42", native.url), None),
-        ("query rule", format!("{}/mock/bench/search?tier=gold", native.url), None),
-        ("500 routes, spread", native.url.clone(), Some(routes.to_str().unwrap())),
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let scenarios: [(&str, &str, Option<&str>); 4] = [
+        ("static 1 KB", "/mock/bench/static", None),
+        ("path-parameter template", "/mock/bench/users/42", None),
+        ("query rule", "/mock/bench/search?tier=gold", None),
+        ("500 routes, spread", "/mock/bench/r7/items/7", Some(routes.to_str().unwrap())),
     ];
-    for (name, url, script) in scenarios {
+    let mut most_rss: f64 = 0.0;
+    for (name, path, script) in scenarios {
+        let url =
+            if script.is_some() { native.url.clone() } else { format!("{}{path}", native.url) };
+        let (bare_url, bare_server) = bare(capture(&format!("{}{path}", native.url)).await).await;
         let cpu0 = cpu_seconds(pid);
-        let (rps, p50, p99, requests) = wrk(&url, script);
+        let run = {
+            let (url, script) = (url.clone(), script.map(str::to_owned));
+            tokio::task::spawn_blocking(move || wrk(&url, script.as_deref()))
+        };
+        // While wrk runs: how far the stored analytics are behind the requests answered.
+        let mut behind: f64 = 0.0;
+        while !run.is_finished() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (counted, _, stored) = analytics_state(&native.url, &token).await;
+            behind = behind.max(counted - stored);
+            most_rss = most_rss.max(rss_mib(pid));
+        }
+        let (rps, p50, p99, requests) = run.await.unwrap();
         let cpu = cpu_seconds(pid) - cpu0;
-        let (bare_rps, _, _, _) = wrk(bare_url, None);
+        let own0 = cpu_seconds(std::process::id());
+        let (bare_rps, _, _, bare_requests) = wrk(&bare_url, script);
+        let bare_cpu = cpu_seconds(std::process::id()) - own0;
+        bare_server.abort();
         println!(
-            "| {name} | {rps:.0} | {bare_rps:.0} | {:.2} | {p50:.2} | {p99:.2} | {:.1} µs | {:.1} MiB |",
+            "| {name} | {rps:.0} | {bare_rps:.0} | {:.2} | {p50:.2} | {p99:.2} | {:.1} µs | {:.1} µs | {:.1} MiB | {behind:.0} requests |",
             rps / bare_rps,
             cpu / requests * 1e6,
+            bare_cpu / bare_requests * 1e6,
             rss_mib(pid)
         );
     }
+    // Every request answered is in the tally, and a write (once a second) later, stored.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (counted, dropped, stored) = analytics_state(&native.url, &token).await;
+    println!(
+        "analytics of the native runtime: {counted:.0} requests counted, {stored:.0} stored 2.5 s after the load, {dropped:.0} dropped; most RSS under load {most_rss:.1} MiB"
+    );
+    let api: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/apis/bench", native.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (api_id, workspace_id) =
+        (api["id"].as_str().unwrap().to_owned(), api["workspace_id"].as_str().unwrap().to_owned());
+    println!(
+        "\n{label}: edge analytics ingest, batches of {BATCH} events (each event stored and rolled up in the batch's transaction)"
+    );
+    println!("| senders | batches | events/s | batch p50 ms | batch p99 ms | stored |");
+    println!("|---|---|---|---|---|---|");
+    ingest(&native.url, &token, &api_id, &workspace_id, 1, 200).await;
+    ingest(&native.url, &token, &api_id, &workspace_id, 4, 400).await;
     let (read50, read99) = admin_latency(&native.url, &token, false, 800).await;
     let (write50, write99) = admin_latency(&native.url, &token, true, 400).await;
     println!(
@@ -302,29 +463,16 @@ async fn run_on(label: &str, database_url: &str, bare_url: &str) {
 }
 
 fn main() {
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "edgemock-control-plane",
-            "--bin",
-            "edgemock",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // The `server` profile: what the container image ships (the release profile is sized
+    // for the Worker's WASM).
+    Server::build().unwrap();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let bare_body = Arc::new(serde_json::to_vec(&body_1kb()).unwrap());
-        let bare_url = bare(bare_body).await;
         let dir = tempfile::TempDir::new().unwrap();
         let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-        run_on("SQLite", &sqlite, &bare_url).await;
+        run_on("SQLite", &sqlite).await;
         let pg = Postgres::start().unwrap();
-        run_on("PostgreSQL", &pg.fresh_database().unwrap(), &bare_url).await;
+        run_on("PostgreSQL", &pg.fresh_database().unwrap()).await;
     });
 }

@@ -4,6 +4,8 @@
 //! - [`Postgres`]: a throwaway PostgreSQL server started from the installed binaries.
 //! - [`Redis`]: a throwaway `redis-server` that can be stopped, paused and started again.
 //! - [`ControlPlane`]: the control plane on port 0, in-process, over SQLite or PostgreSQL.
+//! - [`Server`]: the `edgemock` binary of the `server` profile (what the image ships) as a
+//!   process of its own, for the benchmarks and the soak run, with its CPU time and memory.
 //! - [`eventually`]: poll with a deadline instead of sleeping.
 //!
 //! Every process is stopped when its handle drops, even when a test fails.
@@ -673,4 +675,93 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// The `edgemock` binary of the `server` profile (the container image's build) as a process
+/// of its own: what the benchmarks and the soak run measure, from outside, through /proc.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    /// Builds the binary (a no-op when it is up to date).
+    pub fn build() -> anyhow::Result<()> {
+        let status = Command::new("cargo")
+            .current_dir(root())
+            .args(["build", "--profile", "server", "--locked"])
+            .args(["-p", "edgemock-control-plane", "--bin", "edgemock"])
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --profile server failed");
+        }
+        Ok(())
+    }
+
+    /// Starts the binary on a free loopback port with `env` (beside `HOST` and `PORT`) and
+    /// waits until `/health/ready` answers 200; answers it and how long that took.
+    pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<(Self, Duration)> {
+        let port = free_port();
+        let started = Instant::now();
+        let child = Command::new(root().join("target/server/edgemock"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("target/server/edgemock: run Server::build first")?;
+        let server = Self { child, url: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/health/ready", server.url)).send().await
+                && r.status() == 200
+            {
+                return Ok((server, started.elapsed()));
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the control plane was not ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User and system CPU time of process `pid` so far, in seconds (`/proc/{pid}/stat`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|t| t.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|t| t.parse().ok()).unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)] // clock ticks: far inside f64's range
+    let seconds = ticks as f64 / 100.0;
+    seconds
+}
+
+/// Resident memory of process `pid`, in MiB (`VmRSS` of `/proc/{pid}/status`).
+pub fn rss_mib(pid: u32) -> f64 {
+    proc_status(pid, "VmRSS:") / 1024.0
+}
+
+/// A figure of `/proc/{pid}/status` in its own unit (kB for memory), 0 when absent.
+pub fn proc_status(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
