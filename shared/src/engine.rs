@@ -223,8 +223,80 @@ struct CompiledResponse {
     delay: Option<Delay>,
     /// The whole response rendered at compile time when nothing in it is a template.
     fixed: Option<MockResponse>,
+    /// A templated JSON body as its serialized text between the templates (see
+    /// [`JsonSegment`]).
+    json_body: Option<Vec<JsonSegment>>,
     /// The parts of the request its templates read: a render builds only those.
     fields: Fields,
+}
+
+/// A templated JSON body, serialized once: the text between its templated strings, and
+/// the templates. Rendering writes the text and each rendered string, JSON-escaped, which
+/// gives the bytes `serde_json::to_vec` gives for the body rendered as a value (keys in the
+/// order the value keeps them), without building that value for every request.
+#[derive(Debug, Clone, PartialEq)]
+enum JsonSegment {
+    Text(Vec<u8>),
+    Template(TemplateId),
+}
+
+fn json_segments(plan: &JsonPlan) -> Vec<JsonSegment> {
+    fn text(out: &mut Vec<JsonSegment>, bytes: &[u8]) {
+        if let Some(JsonSegment::Text(last)) = out.last_mut() {
+            last.extend_from_slice(bytes);
+        } else {
+            out.push(JsonSegment::Text(bytes.to_vec()));
+        }
+    }
+    fn walk(plan: &JsonPlan, out: &mut Vec<JsonSegment>) {
+        match plan {
+            JsonPlan::Fixed(value) => text(out, &serde_json::to_vec(value).unwrap_or_default()),
+            JsonPlan::Template(id) => out.push(JsonSegment::Template(*id)),
+            JsonPlan::Array(items) => {
+                text(out, b"[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        text(out, b",");
+                    }
+                    walk(item, out);
+                }
+                text(out, b"]");
+            }
+            JsonPlan::Object(entries) => {
+                text(out, b"{");
+                for (i, (key, value)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        text(out, b",");
+                    }
+                    text(out, &serde_json::to_vec(key).unwrap_or_default());
+                    text(out, b":");
+                    walk(value, out);
+                }
+                text(out, b"}");
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(plan, &mut out);
+    out
+}
+
+fn render_json_segments(
+    segments: &[JsonSegment],
+    templates: &Templates,
+    ctx: &Context<'_, '_>,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for segment in segments {
+        match segment {
+            JsonSegment::Text(bytes) => out.extend_from_slice(bytes),
+            JsonSegment::Template(id) => {
+                let rendered = templates.render_with(*id, ctx)?;
+                serde_json::to_writer(&mut out, &rendered).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]
@@ -410,9 +482,13 @@ impl Compiler {
             weight: r.weight,
             delay: r.delay.clone(),
             fixed: None,
+            json_body: None,
             fields: Fields::NONE,
         };
         compiled.fixed = compiled.render_fixed();
+        if let (None, BodyPlan::Json(plan)) = (&compiled.fixed, &compiled.body) {
+            compiled.json_body = Some(json_segments(plan));
+        }
         compiled.fields = compiled
             .template_ids()
             .into_iter()
@@ -759,7 +835,7 @@ impl CompiledResponse {
     fn render(
         &self,
         templates: &Templates,
-        ctx: &Context,
+        ctx: &Context<'_, '_>,
     ) -> std::result::Result<MockResponse, (String, String)> {
         let text = |t: &Text, field: &str| -> std::result::Result<String, (String, String)> {
             match t {
@@ -779,6 +855,10 @@ impl CompiledResponse {
         let field = format!("{}.body", self.field);
         let body = match &self.body {
             BodyPlan::Text(t) => text(t, &field)?.into_bytes(),
+            BodyPlan::Json(_) if self.json_body.is_some() => {
+                let segments = self.json_body.as_deref().unwrap_or_default();
+                render_json_segments(segments, templates, ctx).map_err(|e| (field.clone(), e))?
+            }
             BodyPlan::Json(plan) => {
                 let value = render_json(plan, templates, ctx).map_err(|e| (field.clone(), e))?;
                 serde_json::to_vec(&value).unwrap_or_default()
@@ -811,7 +891,7 @@ fn fixed_json(plan: &JsonPlan) -> Value {
 fn render_json(
     plan: &JsonPlan,
     templates: &Templates,
-    ctx: &Context,
+    ctx: &Context<'_, '_>,
 ) -> std::result::Result<Value, String> {
     Ok(match plan {
         JsonPlan::Fixed(v) => v.clone(),
@@ -1735,6 +1815,37 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A templated JSON body renders through its segments to exactly the bytes of the body
+    /// rendered as a value and serialized.
+    #[test]
+    fn json_segments_serialize_as_the_rendered_value() {
+        let body = json!({
+            "id": "{{ request.params.id }}",
+            "quote": "she said \"{{ request.query.q }}\"\n",
+            "n": 1.5e300, "neg": -0.0, "big": 18446744073709551615_u64, "none": null, "t": true,
+            "nested": {"z": ["{{ request.method }}", 2, {"a": "x{{ request.path }}y", "é\u{1}": []}], "a": {}},
+            "list": [[], [[]], "{{ request.headers['x-h'] }}"],
+            "unicode": "\u{1f600} {{ request.query.u }}",
+        });
+        let mut compiler = Compiler { templates: Templates::new() };
+        let plan = compiler.json_plan("body", &body).unwrap();
+        let segments = json_segments(&plan);
+        let request = crate::request::Request {
+            method: "GET".into(),
+            path: "/p/\"q\"".into(),
+            query: "q=%22hi%22%5C&u=%E2%9C%93%0A".into(),
+            headers: vec![("X-H".into(), "tab\there".into())],
+            body: Vec::new(),
+        };
+        let view = RequestView::new(&request, vec![("id".into(), "7\u{7f}<".into())]);
+        let input = RenderInput { request: &view, now_ms: 0, seed: 1, message: None };
+        let ctx = Context::new(&input);
+        let want =
+            serde_json::to_vec(&render_json(&plan, &compiler.templates, &ctx).unwrap()).unwrap();
+        let got = render_json_segments(&segments, &compiler.templates, &ctx).unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+    }
 
     fn snapshot(endpoints: Value, extra: Value) -> Snapshot {
         let endpoints: Vec<Value> = endpoints

@@ -218,6 +218,9 @@ pub struct Templates {
     fields: Vec<Fields>,
     /// Each template's name in `env` (its id as text), so a render allocates none.
     names: Vec<String>,
+    /// Templates that only put request values into text, by id: rendered without minijinja
+    /// (see [`Substitution`]).
+    substitutions: Vec<Option<Substitution>>,
 }
 
 /// Which parts of the `request` context a template reads, found when it is compiled, so a
@@ -313,7 +316,7 @@ impl Templates {
             String::from_utf8(bytes).map_err(|_| invalid("base64_decode: not UTF-8 text"))
         });
         env.add_filter("sha256", |s: String| hex(&sha2::Sha256::digest(s.as_bytes())));
-        Self { env, count: 0, fields: Vec::new(), names: Vec::new() }
+        Self { env, count: 0, fields: Vec::new(), names: Vec::new(), substitutions: Vec::new() }
     }
 
     /// The parts of `request` the template reads.
@@ -370,6 +373,7 @@ impl Templates {
             });
         }
         self.fields.push(fields);
+        self.substitutions.push(Substitution::parse(source));
         self.names.push(name);
         self.count += 1;
         Ok(id)
@@ -383,30 +387,192 @@ impl Templates {
     }
 
     /// Renders with a context built once and shared by several templates of one response.
-    pub fn render_with(&self, id: TemplateId, context: &Context) -> Result<String, String> {
+    pub fn render_with(&self, id: TemplateId, context: &Context<'_, '_>) -> Result<String, String> {
+        if let Some(Some(substitution)) = self.substitutions.get(id.0)
+            && let Some(text) = substitution.render(context.input.request)
+        {
+            return Ok(text);
+        }
         let name = self.names.get(id.0).map_or("", String::as_str);
         let template = self.env.get_template(name).map_err(|e| describe(&e))?;
         let mut out = CappedWriter { buf: Vec::new(), cap: MAX_RENDER_BYTES };
-        template.render_captured_to(context.value.clone(), &mut out).map_err(|e| describe(&e))?;
+        template.render_captured_to(context.value().clone(), &mut out).map_err(|e| describe(&e))?;
         String::from_utf8(out.buf).map_err(|_| "template output is not UTF-8".to_owned())
+    }
+
+    /// Renders with minijinja even where the template is a [`Substitution`] (tests compare
+    /// the two).
+    #[cfg(test)]
+    fn render_with_minijinja(
+        &self,
+        id: TemplateId,
+        input: &RenderInput<'_, '_>,
+    ) -> Result<String, String> {
+        let template = self.env.get_template(&self.names[id.0]).map_err(|e| describe(&e))?;
+        let context = Context::with_fields(input, self.fields(id));
+        template.render(context.value().clone()).map_err(|e| describe(&e))
     }
 }
 
-/// A render context: the request as template values plus the per-render clock and RNG.
-#[derive(Debug)]
-pub struct Context {
-    value: Value,
+/// A template that is only text and request values, `{{ request.params.id }}`,
+/// `{{ request.query.page }}`, `{{ request.headers['x-name'] }}`: what most mocks' templates
+/// are (WireMock's and Mockoon's common case). It renders by copying the values in, with
+/// exactly minijinja's output (tested against it), but without building a template context
+/// or running the VM, which cost a templated answer more than everything else it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Substitution(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Method,
+    Path,
+    Url,
+    Param(String),
+    Query(String),
+    Header(String),
+    Cookie(String),
 }
 
-impl Context {
+impl Substitution {
+    /// `source` as text and request values, or `None` if it is anything more (a filter, a
+    /// tag, a comment, whitespace control, any other expression): minijinja renders those.
+    fn parse(source: &str) -> Option<Self> {
+        if source.contains("{%") || source.contains("{#") {
+            return None;
+        }
+        // As minijinja's lexer (without `keep_trailing_newline`): one `\n`, then one `\r`.
+        let mut source = source.strip_suffix('\n').unwrap_or(source);
+        source = source.strip_suffix('\r').unwrap_or(source);
+        let mut pieces = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let after = &rest[open + 2..];
+            let close = after.find("}}")?;
+            let expression = &after[..close];
+            if expression.starts_with(['-', '+']) || expression.ends_with(['-', '+']) {
+                return None;
+            }
+            pieces.push(Self::piece(expression.trim())?);
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Some(Self(pieces))
+    }
+
+    /// `request.<part>` or `request.<part>.<name>` (or `["name"]`), for the parts whose
+    /// values are text.
+    fn piece(expression: &str) -> Option<Piece> {
+        let mut rest = expression.strip_prefix("request")?;
+        let mut names = Vec::new();
+        while !rest.is_empty() {
+            let (name, after) = if let Some(attribute) = rest.strip_prefix('.') {
+                let end = attribute
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(attribute.len());
+                let name = &attribute[..end];
+                if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                    return None;
+                }
+                (name, &attribute[end..])
+            } else {
+                let quoted = rest.strip_prefix('[')?;
+                let quote = quoted.chars().next().filter(|q| matches!(q, '\'' | '"'))?;
+                let inner = &quoted[1..];
+                let end = inner.find(quote)?;
+                let name = &inner[..end];
+                // No escapes to interpret: names of letters, digits, `-` and `_` only.
+                if name.is_empty()
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return None;
+                }
+                (name, inner[end + 1..].strip_prefix(']')?)
+            };
+            names.push(name);
+            rest = after;
+        }
+        match names.as_slice() {
+            ["method"] => Some(Piece::Method),
+            ["path"] => Some(Piece::Path),
+            ["url"] => Some(Piece::Url),
+            ["params", name] => Some(Piece::Param((*name).to_owned())),
+            ["query", name] => Some(Piece::Query((*name).to_owned())),
+            ["headers", name] => Some(Piece::Header((*name).to_owned())),
+            ["cookies", name] => Some(Piece::Cookie((*name).to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The text, or `None` past [`MAX_RENDER_BYTES`] (minijinja then says so).
+    fn render(&self, view: &RequestView<'_>) -> Option<String> {
+        let r = view.request;
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Method => out.push_str(&r.method),
+                Piece::Path => out.push_str(&r.path),
+                Piece::Url => {
+                    out.push_str(&r.path);
+                    if !r.query.is_empty() {
+                        out.push('?');
+                        out.push_str(&r.query);
+                    }
+                }
+                // The context's maps: the last of equal path parameters (collected into a
+                // map), the first query value, cookie and header of a name; header names are
+                // lower-cased there, so a name with capitals is never found.
+                Piece::Param(name) => out.push_str(
+                    view.params.iter().rev().find(|(k, _)| k == name).map_or("", |(_, v)| v),
+                ),
+                Piece::Query(name) => out.push_str(view.query(name).unwrap_or_default()),
+                Piece::Cookie(name) => out.push_str(view.cookie(name).unwrap_or_default()),
+                Piece::Header(name) => {
+                    if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+                        out.push_str(view.header(name).unwrap_or_default());
+                    }
+                }
+            }
+            if out.len() > MAX_RENDER_BYTES {
+                return None;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A render context: the request as template values plus the per-render clock and RNG,
+/// built when a template first needs it (a [`Substitution`] never does).
+#[derive(Debug)]
+pub struct Context<'a, 'r> {
+    input: RenderInput<'a, 'r>,
+    fields: Fields,
+    value: std::cell::OnceCell<Value>,
+}
+
+impl<'a, 'r> Context<'a, 'r> {
     /// The whole context.
-    pub fn new(input: &RenderInput<'_, '_>) -> Self {
+    pub fn new(input: &RenderInput<'a, 'r>) -> Self {
         Self::with_fields(input, Fields::ALL)
     }
 
     /// A context whose `request` holds only `fields` (what the templates to render read, by
     /// [`Templates::fields`]); the rest is undefined.
-    pub fn with_fields(input: &RenderInput<'_, '_>, fields: Fields) -> Self {
+    pub fn with_fields(input: &RenderInput<'a, 'r>, fields: Fields) -> Self {
+        Self { input: *input, fields, value: std::cell::OnceCell::new() }
+    }
+
+    fn value(&self) -> &Value {
+        self.value.get_or_init(|| Self::build(&self.input, self.fields))
+    }
+
+    fn build(input: &RenderInput<'_, '_>, fields: Fields) -> Value {
         let runtime = Runtime {
             now_ms: input.now_ms,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(input.seed)),
@@ -421,7 +587,7 @@ impl Context {
                 .filter(|_| !crate::request::too_deep(message.as_bytes()));
             map.insert("message_json", json.map(|j| to_value(&j)).unwrap_or(Value::UNDEFINED));
         }
-        Self { value: Value::from(map) }
+        Value::from(map)
     }
 }
 
@@ -1088,5 +1254,125 @@ mod tests {
         assert_eq!(out.as_deref(), Ok("1"));
         let err = render("{{ now(offset='soon') }}").unwrap_err();
         assert!(err.contains("offset"), "{err}");
+    }
+
+    /// Requests with the awkward cases of each part: repeated and encoded query values,
+    /// headers in mixed case and repeated, several cookies, no query at all, Unicode.
+    fn substitution_requests() -> Vec<(Request, Vec<(String, String)>)> {
+        vec![
+            (request(), vec![("id".into(), "42".into())]),
+            (
+                Request {
+                    method: "GET".into(),
+                    path: "/caf\u{e9}/x".into(),
+                    query: "q=a%20b&q=c&e=&plus=1+2&%C3%A9=\u{fc}".into(),
+                    headers: vec![
+                        ("X-Name".into(), "first".into()),
+                        ("x-name".into(), "second".into()),
+                        ("cookie".into(), "a=1; b=\"two\"; a=3".into()),
+                        ("Cookie".into(), "c=4".into()),
+                    ],
+                    body: Vec::new(),
+                },
+                vec![("id".into(), "1".into()), ("id".into(), "2".into())],
+            ),
+            (Request::default(), Vec::new()),
+        ]
+    }
+
+    #[test]
+    fn substitutions_render_exactly_as_minijinja() {
+        let sources = [
+            "{{ request.params.id }}",
+            "user {{request.params.id}}!",
+            "{{ request.method }} {{ request.path }} {{ request.url }}",
+            "{{ request.query.q }}|{{ request.query.e }}|{{ request.query.plus }}|{{ request.query.nope }}",
+            "{{ request['query']['q'] }}",
+            "{{ request.headers['x-name'] }}|{{ request.headers[\"X-Name\"] }}|{{ request.headers.x_none }}",
+            "{{ request.headers['content-type'] }}|{{ request.headers.cookie }}",
+            "{{ request.cookies.a }}|{{ request.cookies.b }}|{{ request.cookies.c }}|{{ request.cookies.session }}",
+            "{{ request.params.nope }}{{ request.params.id }}",
+            "no template at all }} {",
+            "trailing newline {{ request.method }}\n",
+            "two newlines\n\n",
+            "crlf\r\n",
+            "cr only\r",
+            "{ {{ request.path }} }}",
+            "\u{1f600} {{ request.params.id }} \u{e9}",
+        ];
+        let mut templates = Templates::new();
+        for source in sources {
+            let id = templates.add("t", source).unwrap();
+            assert!(templates.substitutions[id.0].is_some(), "a substitution: {source}");
+            for (r, params) in substitution_requests() {
+                let view = RequestView::new(&r, params);
+                let input = RenderInput { request: &view, now_ms: 0, seed: 1, message: None };
+                assert_eq!(
+                    templates.render(id, &input),
+                    templates.render_with_minijinja(id, &input),
+                    "{source} for {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn anything_more_than_a_substitution_goes_to_minijinja() {
+        for source in [
+            "{{ request.params.id | upper }}",
+            "{{- request.params.id }}",
+            "{{ request.params.id +}}",
+            "{% if true %}x{% endif %}",
+            "{# comment #}{{ request.path }}",
+            "{{ request.path_segments }}",
+            "{{ request.params }}",
+            "{{ request }}",
+            "{{ request.json.a }}",
+            "{{ request.query.a.b }}",
+            "{{ request.headers['a b'] }}",
+            "{{ request.query['\u{e9}'] }}",
+            "{{ request.headers['it\\'s'] }}",
+            "{{ request.params[name] }}",
+            "{{ now() }}",
+            "{{ 'request.path' }}",
+            "{{ request .path }}",
+        ] {
+            let mut templates = Templates::new();
+            let Ok(id) = templates.add("t", source) else { continue };
+            assert!(templates.substitutions[id.0].is_none(), "not a substitution: {source}");
+        }
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// Any text with request values in it renders as minijinja renders it.
+        #[test]
+        fn substitutions_match_minijinja_for_any_text(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z {}\\n\r\u{e9}]{0,6}",
+                    proptest::sample::select(vec![
+                        "{{ request.params.id }}", "{{request.query.q}}", "{{ request.method }}",
+                        "{{ request.headers['x-name'] }}", "{{ request.cookies.a }}", "{{ request.url }}",
+                    ]).prop_map(str::to_owned),
+                ],
+                0..8,
+            ),
+        ) {
+            let source: String = parts.concat();
+            let mut templates = Templates::new();
+            if let Ok(id) = templates.add("t", &source) {
+                for (r, params) in substitution_requests() {
+                    let view = RequestView::new(&r, params);
+                    let input = RenderInput { request: &view, now_ms: 0, seed: 1, message: None };
+                    proptest::prop_assert_eq!(
+                        templates.render(id, &input),
+                        templates.render_with_minijinja(id, &input),
+                        "{:?}", source
+                    );
+                }
+            }
+        }
     }
 }
