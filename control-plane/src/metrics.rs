@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use prometheus::{
@@ -33,6 +33,7 @@ pub struct Metrics {
     mock_requests: IntCounterVec,
     mock_duration: HistogramVec,
     cache_hits: IntCounterVec,
+    engine_loads: IntCounterVec,
     cache_misses: IntCounterVec,
     db_connections: IntGaugeVec,
     db_max_connections: IntGauge,
@@ -47,6 +48,10 @@ pub struct Metrics {
     /// Redis shows no Redis series (and no alert on a Redis it does not have).
     redis_up: IntGauge,
     redis_errors: IntCounterVec,
+    /// The last scrape's size: the next one's buffer is allocated once at about that size
+    /// instead of doubling its way there (a scrape of a few hundred endpoints is a megabyte,
+    /// and the doublings' discarded buffers were most of what a scrape cost in memory).
+    rendered_len: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,6 +81,7 @@ impl Metrics {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let metrics = Self {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rendered_len: std::sync::atomic::AtomicUsize::new(0),
             http_requests: IntCounterVec::new(
                 Opts::new("http_requests_total", "HTTP requests answered, by matched route"),
                 http_labels,
@@ -114,6 +120,13 @@ impl Metrics {
             cache_misses: IntCounterVec::new(
                 Opts::new("cache_misses_total", "Lookups a cache could not answer"),
                 &["cache"],
+            )?,
+            engine_loads: IntCounterVec::new(
+                Opts::new(
+                    "edgemock_engine_loads_total",
+                    "APIs compiled by the native runtime, by where their snapshot came from",
+                ),
+                &["source"],
             )?,
             db_connections: IntGaugeVec::new(
                 Opts::new("db_pool_connections", "Database connections, by state"),
@@ -185,6 +198,7 @@ impl Metrics {
         r.register(Box::new(metrics.mock_requests.clone()))?;
         r.register(Box::new(metrics.mock_duration.clone()))?;
         r.register(Box::new(metrics.cache_hits.clone()))?;
+        r.register(Box::new(metrics.engine_loads.clone()))?;
         r.register(Box::new(metrics.cache_misses.clone()))?;
         r.register(Box::new(metrics.db_connections.clone()))?;
         r.register(Box::new(metrics.db_max_connections.clone()))?;
@@ -216,11 +230,14 @@ impl Metrics {
             }
             self.native_pending.set(i64::try_from(tally.pending_rows()).unwrap_or(i64::MAX));
         }
-        let mut out = Vec::new();
+        use std::sync::atomic::Ordering::Relaxed;
+        let expected = self.rendered_len.load(Relaxed);
+        let mut out = Vec::with_capacity(expected + expected / 16 + 4096);
         // Encoding into a Vec cannot fail on I/O; a failure would be a registry bug.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "cannot encode the metrics");
         }
+        self.rendered_len.store(out.len(), Relaxed);
         String::from_utf8(out).unwrap_or_default()
     }
 
@@ -369,6 +386,13 @@ impl Metrics {
                 })
                 .inc();
         });
+    }
+
+    /// One API compiled by the native runtime from a snapshot of `source` (`database` or
+    /// `redis`): compiling is the expensive part of a cache miss, so a rate that keeps up
+    /// means the cache is too small or the APIs change all the time.
+    pub fn engine_loaded(&self, source: &'static str) {
+        self.engine_loads.with_label_values(&[source]).inc();
     }
 }
 

@@ -22,7 +22,7 @@
 //! `x-request-id`, the request id in edgemock's own errors, an empty 502 for
 //! `connection_close` faults.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,6 +53,34 @@ struct Cached {
     loaded_at: Instant,
 }
 
+type Gates = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A turn at loading one slug ([`Runtime::engine`]); the last holder removes the slug's
+/// gate, also when its request is dropped while it waits.
+struct Gate<'a> {
+    gates: &'a Gates,
+    slug: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Gate<'a> {
+    fn enter(gates: &'a Gates, slug: &'a str) -> Self {
+        let mut map = gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lock = map.entry(slug.to_owned()).or_default().clone();
+        Self { gates, slug, lock }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut map = self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's reference and ours: nobody else waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(self.slug);
+        }
+    }
+}
+
 /// First answers of deduplicating endpoints, by API slug and the engine's dedup key.
 #[derive(Default)]
 struct Replays {
@@ -64,6 +92,8 @@ struct Replays {
 pub struct Runtime {
     db: Db,
     cache: Arc<RwLock<HashMap<String, Cached>>>,
+    /// A gate per slug being loaded: see [`Runtime::engine`].
+    loading: Arc<Gates>,
     generation: Arc<AtomicU64>,
     ttl: Duration,
     dedup_ttl: Duration,
@@ -108,6 +138,7 @@ impl Runtime {
         Ok(Self {
             db,
             cache: Arc::default(),
+            loading: Arc::default(),
             generation,
             ttl,
             dedup_ttl,
@@ -179,19 +210,40 @@ impl Runtime {
 
     /// The compiled API published under `slug`, or `None` if there is none.
     pub async fn engine(&self, slug: &str) -> Result<Option<Arc<Engine>>, LoadError> {
-        let generation = self.generation.load(Ordering::Acquire);
-        if let Some(hit) = self.cache.read().await.get(slug)
-            && hit.generation == generation
-            && hit.loaded_at.elapsed() < self.ttl
-        {
+        if let Some(hit) = self.fresh(slug).await {
             if let Some(metrics) = &self.metrics {
                 metrics.cache("engine", true);
             }
-            return Ok(hit.engine.clone());
+            return Ok(hit);
         }
         if let Some(metrics) = &self.metrics {
             metrics.cache("engine", false);
         }
+        // One load per slug at a time: the requests that miss together (a cold replica
+        // under load, a change every replica hears of at once) wait for the first one's
+        // load instead of each reading and compiling the API, which multiplied the
+        // database's work and the memory of a cold start by the number of clients.
+        let gate = Gate::enter(&self.loading, slug);
+        let _turn = gate.lock.lock().await;
+        match self.fresh(slug).await {
+            Some(engine) => Ok(engine),
+            None => self.load(slug).await,
+        }
+    }
+
+    /// The cached engine of `slug` (or its cached absence) while it is current.
+    async fn fresh(&self, slug: &str) -> Option<Option<Arc<Engine>>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cache = self.cache.read().await;
+        let hit = cache.get(slug)?;
+        (hit.generation == generation && hit.loaded_at.elapsed() < self.ttl)
+            .then(|| hit.engine.clone())
+    }
+
+    /// Reads `slug`'s API and compiles it (unless the cached engine is of its version), and
+    /// caches the result.
+    async fn load(&self, slug: &str) -> Result<Option<Arc<Engine>>, LoadError> {
+        let generation = self.generation.load(Ordering::Acquire);
         let api = db::select_api(&self.db, slug).await?;
         let Some(api) = api.filter(|a| a.slug == slug) else {
             self.remember(slug, None, 0, generation).await;
@@ -222,6 +274,9 @@ impl Runtime {
         let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
         let engine =
             Arc::new(Engine::from_snapshot(snapshot).map_err(|e| LoadError::Unreadable(e.into()))?);
+        if let Some(metrics) = &self.metrics {
+            metrics.engine_loaded("database");
+        }
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             self.share(redis, engine.clone());
         }
@@ -252,6 +307,9 @@ impl Runtime {
         });
         if let Some(metrics) = &self.metrics {
             metrics.cache("redis", engine.is_some());
+            if engine.is_some() {
+                metrics.engine_loaded("redis");
+            }
         }
         engine.map(Arc::new)
     }

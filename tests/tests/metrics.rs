@@ -130,6 +130,8 @@ async fn metrics_count_admin_native_and_edge_traffic() -> anyhow::Result<()> {
         r#"mock_requests_total{api="-",endpoint="-",method="GET",runtime="native",status="404"}"#,
         1.0,
     );
+    // The API was compiled once, on its first request.
+    expect(r#"edgemock_engine_loads_total{source="database"}"#, 1.0);
     // The edge's events once each, the redelivered batch notwithstanding.
     expect(
         r#"mock_requests_total{api="shop",endpoint="GET /items/:id",method="GET",runtime="edge",status="200"}"#,
@@ -151,5 +153,37 @@ async fn metrics_count_admin_native_and_edge_traffic() -> anyhow::Result<()> {
     for raw in ["/users/42", "/mock/m/", "made-up-api", "guess-123", "/items/7"] {
         assert!(!scrape.contains(raw), "a raw path or made-up name in a label: {raw}");
     }
+    cp.stop().await
+}
+
+/// Requests that find an API not compiled yet, all at once (a cold replica under load, or
+/// every client right after a change): one of them compiles it, the others wait for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_api_is_compiled_once_for_concurrent_requests() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let (status, _) = cp.post("/api/v1/workspaces/default/apis", &json!({"slug": "cold"})).await?;
+    assert_eq!(status, 201);
+    // Enough endpoints that compiling takes a while: the requests overlap it.
+    for i in 0..200 {
+        let endpoint =
+            json!({"method": "GET", "path": format!("/r{i}/:id"), "response": {"body": {"i": i}}});
+        let (status, _) = cp.post("/api/v1/apis/cold/endpoints", &endpoint).await?;
+        assert_eq!(status, 201);
+    }
+    let client = reqwest::Client::new();
+    let requests = (0..64).map(|i| {
+        let (client, url) = (client.clone(), format!("{}/mock/cold/r{}/x", cp.url, i % 200));
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+    });
+    for status in futures::future::join_all(requests).await {
+        assert_eq!(status??, 200);
+    }
+    let scrape = client.get(format!("{}/metrics", cp.url)).send().await?.text().await?;
+    assert_eq!(
+        value(&scrape, r#"edgemock_engine_loads_total{source="database"}"#),
+        Some(1.0),
+        "{scrape}"
+    );
     cp.stop().await
 }
