@@ -21,7 +21,7 @@
 //! - **Retention**: `ANALYTICS_RETENTION_DAYS` (90); a cleanup each day at 02:00 UTC, and on
 //!   demand through `POST /api/v1/analytics/cleanup`. Idempotent, so every replica may run it.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

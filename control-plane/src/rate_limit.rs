@@ -12,7 +12,7 @@
 //! An answer over the limit is a 429 with `Retry-After` and `X-RateLimit-Tier`, `-Limit`,
 //! `-Remaining`, `-Reset`; answers under it carry the `X-RateLimit-*` headers too.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use edgemock_shared::model::{PlanTier, WorkspaceRef};
@@ -58,9 +58,9 @@ impl Verdict {
         use axum::http::{HeaderName, HeaderValue};
         [
             (HeaderName::from_static("x-ratelimit-tier"), HeaderValue::from_static(self.tier)),
-            (HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(self.limit)),
+            (HeaderName::from_static("x-ratelimit-limit"), limit_value(self.limit)),
             (HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(self.remaining)),
-            (HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(self.reset_seconds)),
+            (HeaderName::from_static("x-ratelimit-reset"), reset_value(self.reset_seconds)),
         ]
     }
 
@@ -72,6 +72,37 @@ impl Verdict {
             ("x-ratelimit-reset", self.reset_seconds.to_string()),
         ]
     }
+}
+
+/// `x-ratelimit-reset` (0 to 60 seconds) without formatting or allocating: a mock answer
+/// carries it on every request.
+fn reset_value(seconds: u64) -> axum::http::HeaderValue {
+    const SECONDS: [&str; 61] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
+        "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60",
+    ];
+    usize::try_from(seconds)
+        .ok()
+        .and_then(|s| SECONDS.get(s))
+        .map_or_else(|| seconds.into(), |s| axum::http::HeaderValue::from_static(s))
+}
+
+/// `x-ratelimit-limit`: a workspace's limit seldom changes, so each thread keeps the value it
+/// formatted last (a clone shares its bytes).
+fn limit_value(limit: u32) -> axum::http::HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u32, axum::http::HeaderValue)> =
+            const { std::cell::RefCell::new((0, axum::http::HeaderValue::from_static("0"))) };
+    }
+    LAST.with_borrow_mut(|(last, value)| {
+        if *last != limit {
+            *value = limit.into();
+            *last = limit;
+        }
+        value.clone()
+    })
 }
 
 /// Whose requests a count is of.
@@ -237,5 +268,29 @@ mod tests {
             assert_eq!(counted.count(W, "k", 3, "free", at + n).await, want, "request {n}");
         }
         assert!(counted.count(W, "k", 0, "free", at).await.is_none());
+    }
+
+    /// The header values made without formatting say what formatting would.
+    #[test]
+    fn header_values_are_the_numbers() {
+        for (limit, remaining, reset) in
+            [(100, 99, 60), (100, 0, 0), (7, 3, 1), (4_000_000_000, 1, 59), (100, 5, 61)]
+        {
+            let verdict = super::Verdict {
+                allowed: true,
+                tier: "pro",
+                limit,
+                remaining,
+                reset_seconds: reset,
+            };
+            let values: Vec<(String, String)> = verdict
+                .header_values()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            let text: Vec<(String, String)> =
+                verdict.headers().iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+            assert_eq!(values, text);
+        }
     }
 }

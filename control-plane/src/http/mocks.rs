@@ -12,6 +12,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use edgemock_shared::MockResponse;
@@ -51,8 +52,9 @@ pub fn route_of(path: &str) -> Option<&'static str> {
 /// `http_requests_*` under the route templates the router would have matched.
 pub async fn serve_native(state: &AppState, request: Request) -> Response {
     let started = std::time::Instant::now();
-    let method = crate::metrics::method_label(request.method().as_str());
-    let path = request.uri().path();
+    let (parts, body) = request.into_parts();
+    let method = crate::metrics::method_label(parts.method.as_str());
+    let path = parts.uri.path();
     let route = route_of(path).unwrap_or("unmatched");
     // `{prefix}{slug}{/rest}`, the rest `/` when absent; GraphQL's slug is all that follows.
     let (api, sub_path, protocol) = match path.strip_prefix(MOCK_PREFIX) {
@@ -65,11 +67,10 @@ pub async fn serve_native(state: &AppState, request: Request) -> Response {
             (rest.strip_suffix('/').unwrap_or(rest), "/", Protocol::Graphql)
         }
     };
-    let (api, sub_path) = (api.to_owned(), sub_path.to_owned());
-    let request_id = request_id(request.headers());
+    let request_id = request_id(&parts.headers);
     let in_progress = state.metrics.as_ref().map(|m| m.start_cached(method, route));
     let (response, verdict) =
-        serve(state, &api, sub_path, protocol, request, &request_id, started).await;
+        serve(state, api, sub_path, protocol, (&parts, body), &request_id, started).await;
     drop(in_progress);
     if let Some(metrics) = &state.metrics {
         metrics.observe_http_cached(method, route, response.status, started.elapsed());
@@ -179,14 +180,14 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
 async fn serve(
     state: &AppState,
     api: &str,
-    path: String,
+    path: &str,
     protocol: Protocol,
-    request: Request,
+    request: (&Parts, Body),
     request_id: &str,
     started: std::time::Instant,
 ) -> (MockResponse, Option<crate::rate_limit::Verdict>) {
     let arrived_ms = now_ms();
-    let method = crate::metrics::method_label(request.method().as_str());
+    let method = crate::metrics::method_label(request.0.method.as_str());
     let mut counted = Counted { arrived_ms, ..Counted::default() };
     let response = answer(state, api, path, protocol, request, request_id, &mut counted).await;
     let took = started.elapsed();
@@ -240,9 +241,9 @@ struct Counted {
 async fn answer(
     state: &AppState,
     api: &str,
-    path: String,
+    path: &str,
     protocol: Protocol,
-    request: Request,
+    (parts, body): (&Parts, Body),
     request_id: &str,
     counted: &mut Counted,
 ) -> MockResponse {
@@ -256,7 +257,6 @@ async fn answer(
         Ok(verdict) => verdict,
         Err(refusal) => return refusal,
     };
-    let (parts, body) = request.into_parts();
     let body = if matches!(parts.method, Method::GET | Method::HEAD) {
         Vec::new()
     } else {
@@ -274,7 +274,7 @@ async fn answer(
     };
     let request = edgemock_shared::Request {
         method: parts.method.as_str().to_ascii_uppercase(),
-        path,
+        path: path.to_owned(),
         query: parts.uri.query().unwrap_or_default().to_owned(),
         headers: engine_headers(&parts.headers),
         body,
