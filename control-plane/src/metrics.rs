@@ -48,10 +48,6 @@ pub struct Metrics {
     /// Redis shows no Redis series (and no alert on a Redis it does not have).
     redis_up: IntGauge,
     redis_errors: IntCounterVec,
-    /// The last scrape's size: the next one's buffer is allocated once at about that size
-    /// instead of doubling its way there (a scrape of a few hundred endpoints is a megabyte,
-    /// and the doublings' discarded buffers were most of what a scrape cost in memory).
-    rendered_len: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,7 +77,6 @@ impl Metrics {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let metrics = Self {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            rendered_len: std::sync::atomic::AtomicUsize::new(0),
             http_requests: IntCounterVec::new(
                 Opts::new("http_requests_total", "HTTP requests answered, by matched route"),
                 http_labels,
@@ -216,6 +211,23 @@ impl Metrics {
 
     /// The text exposition format, with the pool's and the analytics tally's figures as of now.
     pub fn render(&self, db: &Db, tally: Option<&crate::analytics::Tally>) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a failure would be a registry bug.
+        if let Err(e) = self.render_to(db, tally, &mut out) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Metrics::render`], written to `out` as it is encoded: a scrape of a few hundred
+    /// endpoints' series is a megabyte of text that need not exist at once (see
+    /// `http::health`, which streams it).
+    pub fn render_to(
+        &self,
+        db: &Db,
+        tally: Option<&crate::analytics::Tally>,
+        out: &mut dyn std::io::Write,
+    ) -> prometheus::Result<()> {
         let size = i64::from(db.size());
         let idle = i64::try_from(db.num_idle()).unwrap_or(i64::MAX);
         self.db_connections.with_label_values(&["idle"]).set(idle);
@@ -230,15 +242,7 @@ impl Metrics {
             }
             self.native_pending.set(i64::try_from(tally.pending_rows()).unwrap_or(i64::MAX));
         }
-        use std::sync::atomic::Ordering::Relaxed;
-        let expected = self.rendered_len.load(Relaxed);
-        let mut out = Vec::with_capacity(expected + expected / 16 + 4096);
-        // Encoding into a Vec cannot fail on I/O; a failure would be a registry bug.
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!(error = %e, "cannot encode the metrics");
-        }
-        self.rendered_len.store(out.len(), Relaxed);
-        String::from_utf8(out).unwrap_or_default()
+        TextEncoder::new().encode(&self.registry.gather(), &mut &mut *out)
     }
 
     /// The guard counts the request as in progress until it drops.

@@ -191,19 +191,70 @@ fn disk(dir: &std::path::Path) -> Value {
 /// Prometheus' text format; a 404 with `METRICS_ENABLED=false`.
 async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
+    use futures_util::StreamExt as _;
     match &state.metrics {
         Some(metrics) => {
             // Milliseconds of CPU with a few hundred endpoints' series: not on the workers
             // that answer mocks (a scrape there stalled their requests for as long). The
-            // blocking pool's thread also keeps the allocator's memory of a scrape in one
-            // place instead of on each worker.
+            // text goes out in chunks as it is encoded, so a scrape's megabyte of text is
+            // never held whole (the allocator kept such buffers for the next scrape).
             let (metrics, db, tally) = (metrics.clone(), state.db.clone(), state.tally.clone());
-            let text = tokio::task::spawn_blocking(move || metrics.render(&db, tally.as_ref()))
-                .await
-                .unwrap_or_default();
-            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+            let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
+            tokio::task::spawn_blocking(move || {
+                let mut out = Chunks { sender, buffer: Vec::new() };
+                let rendered = metrics
+                    .render_to(&db, tally.as_ref(), &mut out)
+                    .and_then(|()| std::io::Write::flush(&mut out).map_err(Into::into));
+                // A scraper that hung up is no error of ours.
+                if let Err(e) = rendered
+                    && !out.sender.is_closed()
+                {
+                    tracing::error!(error = %e, "cannot encode the metrics");
+                }
+            });
+            // The figures are read before the first chunk: while this request still counts
+            // as in progress, as when the text was rendered whole.
+            let first = chunks.recv().await;
+            let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
+                chunks.recv().await.map(|chunk| (chunk, chunks))
+            });
+            let body = futures_util::stream::iter(first).chain(rest).map(Ok::<_, std::io::Error>);
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                axum::body::Body::from_stream(body),
+            )
                 .into_response()
         }
         None => crate::error::ApiError::NotFound("route".to_owned()).into_response(),
+    }
+}
+
+/// The metrics text in chunks of [`Chunks::SIZE`], to the response as they fill.
+struct Chunks {
+    sender: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    buffer: Vec<u8>,
+}
+
+impl Chunks {
+    const SIZE: usize = 64 * 1024;
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk =
+            bytes::Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(Self::SIZE)));
+        self.sender.blocking_send(chunk).map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= Self::SIZE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() { Ok(()) } else { self.send() }
     }
 }
