@@ -44,7 +44,7 @@ const _: () = assert!(LATENCY_BOUNDS_MS.len() == BOUNDS);
 
 /// What a rollup row is counted under (its primary key). Shared text is reference-counted:
 /// the native runtime builds a key per request from labels its compiled API holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupKey {
     pub api_id: Arc<str>,
     /// The start of the minute, milliseconds since the Unix epoch.

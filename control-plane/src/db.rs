@@ -913,7 +913,11 @@ pub async fn insert_analytics_events(
     let mut tx = db.begin().await?;
     let sqlite = is_sqlite(&tx);
     let mut inserted = Vec::with_capacity(events.len());
-    for chunk in events.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
+    // By id, for the reason the rollups are written in key order: two deliveries of
+    // overlapping batches lock the same ids in the same order.
+    let mut sorted: Vec<_> = events.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    for chunk in sorted.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO analytics_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
             ANALYTICS_COLUMNS.join(", "),
@@ -1015,7 +1019,11 @@ pub async fn upsert_analytics_rollups(
         })
         .collect();
     let sqlite = is_sqlite(conn);
-    let rows: Vec<_> = rollups.iter().collect();
+    // In key order: writers that add to the same rows (edge batches, the native tally, on
+    // several replicas) then lock them in the same order, and PostgreSQL never has to end a
+    // deadlock by failing one of them (which it did with four concurrent ingest batches).
+    let mut rows: Vec<_> = rollups.iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for chunk in rows.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO analytics_rollups ({}) VALUES {} \
