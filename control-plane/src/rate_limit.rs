@@ -56,11 +56,16 @@ impl Verdict {
     /// [`Verdict::headers`] as header values, without text in between.
     pub fn header_values(&self) -> [(axum::http::HeaderName, axum::http::HeaderValue); 4] {
         use axum::http::{HeaderName, HeaderValue};
+        // Constants: `from_static` checks a name each time it runs, in a `const` once.
+        const TIER: HeaderName = HeaderName::from_static("x-ratelimit-tier");
+        const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
         [
-            (HeaderName::from_static("x-ratelimit-tier"), HeaderValue::from_static(self.tier)),
-            (HeaderName::from_static("x-ratelimit-limit"), limit_value(self.limit)),
-            (HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(self.remaining)),
-            (HeaderName::from_static("x-ratelimit-reset"), reset_value(self.reset_seconds)),
+            (TIER, HeaderValue::from_static(self.tier)),
+            (LIMIT, limit_value(self.limit)),
+            (REMAINING, HeaderValue::from(self.remaining)),
+            (RESET, reset_value(self.reset_seconds)),
         ]
     }
 

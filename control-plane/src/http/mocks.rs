@@ -143,10 +143,13 @@ pub(super) async fn limit(
 /// Request headers as the engine reads them (values that are not text are left out, as at
 /// the edge).
 pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect()
+    let mut out = Vec::with_capacity(headers.len());
+    out.extend(
+        headers
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))),
+    );
+    out
 }
 
 /// The request's id: the client's (or the edge's) `x-request-id` when it is a sane token,
@@ -334,7 +337,9 @@ pub(super) fn new_request_id() -> String {
     let mut random = [0u8; 10];
     RNG.with(|rng| rand::Rng::fill_bytes(&mut *rng.borrow_mut(), &mut random));
     let millis = u64::try_from(now_ms()).unwrap_or_default();
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    // Encoded directly: `to_string` goes through the formatting machinery.
+    uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
 }
 
 /// The response on the wire: `x-request-id` always, the request id in edgemock's own errors,
@@ -362,7 +367,8 @@ pub(super) fn finish(
         }
     }
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", value);
+        const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+        headers.insert(REQUEST_ID, value);
     }
     if let Some(verdict) = verdict {
         for (name, value) in verdict.header_values() {
