@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::rngs::ChaCha8Rng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -837,30 +837,34 @@ impl CompiledResponse {
         templates: &Templates,
         ctx: &Context<'_, '_>,
     ) -> std::result::Result<MockResponse, (String, String)> {
-        let text = |t: &Text, field: &str| -> std::result::Result<String, (String, String)> {
+        // The field is named only when rendering fails: formatting it up front cost more than
+        // rendering a short template.
+        let text = |t: &Text,
+                    field: &dyn Fn() -> String|
+         -> std::result::Result<String, (String, String)> {
             match t {
                 Text::Fixed(s) => Ok(s.clone()),
-                Text::Template(id) => {
-                    templates.render_with(*id, ctx).map_err(|e| (field.to_owned(), e))
-                }
+                Text::Template(id) => templates.render_with(*id, ctx).map_err(|e| (field(), e)),
             }
         };
-        let mut headers = Vec::with_capacity(self.headers.len() + 1);
+        // Room for what `finish` and `decorate` add (content type, cache control, ETag and a
+        // base header or two) without growing the vector again.
+        let mut headers = Vec::with_capacity(self.headers.len() + 5);
         for (name, value) in &self.headers {
-            let rendered = text(value, &format!("{}.headers.{name}", self.field))?;
+            let rendered = text(value, &|| format!("{}.headers.{name}", self.field))?;
             // A rendered value must still be a valid header value; drop line breaks.
             let clean: String = rendered.chars().filter(|c| !c.is_control()).collect();
             headers.push((name.clone(), clean));
         }
-        let field = format!("{}.body", self.field);
+        let field = || format!("{}.body", self.field);
         let body = match &self.body {
             BodyPlan::Text(t) => text(t, &field)?.into_bytes(),
             BodyPlan::Json(_) if self.json_body.is_some() => {
                 let segments = self.json_body.as_deref().unwrap_or_default();
-                render_json_segments(segments, templates, ctx).map_err(|e| (field.clone(), e))?
+                render_json_segments(segments, templates, ctx).map_err(|e| (field(), e))?
             }
             BodyPlan::Json(plan) => {
-                let value = render_json(plan, templates, ctx).map_err(|e| (field.clone(), e))?;
+                let value = render_json(plan, templates, ctx).map_err(|e| (field(), e))?;
                 serde_json::to_vec(&value).unwrap_or_default()
             }
         };
@@ -913,6 +917,20 @@ fn render_json(
 
 fn has_header(headers: &[(String, String)], name: &str) -> bool {
     headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+}
+
+/// The seed of a rendering's own random choices: the request's seed, mixed (splitmix64's
+/// finaliser), so that the two streams differ. Drawn from the seed rather than the stream:
+/// the first draw computes a ChaCha block, which cost a templated answer as much as
+/// rendering its template, and most templates draw nothing.
+fn render_seed(rng: &ChaCha8Rng) -> u64 {
+    let seed = rng.get_seed();
+    let mut z = u64::from_le_bytes(seed[..8].try_into().unwrap_or_default())
+        ^ u64::from_le_bytes(seed[8..16].try_into().unwrap_or_default())
+        ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn sample_delay(delay: &Delay, rng: &mut ChaCha8Rng) -> u32 {
@@ -1257,7 +1275,7 @@ impl Engine {
             Some(fixed) => Ok(fixed.clone()),
             None => {
                 let input =
-                    RenderInput { request: view, now_ms, seed: rng.next_u64(), message: None };
+                    RenderInput { request: view, now_ms, seed: render_seed(rng), message: None };
                 let context = Context::with_fields(&input, response.fields);
                 response.render(&self.templates, &context).map(|mut r| {
                     decorate(&mut r, &self.base_headers, cache);
