@@ -14,6 +14,7 @@
 //! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
 //! - [`redis`] — the optional shared tier (`REDIS_URL`) and its fall back.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
+//! - [`server`] — the accept loop: connections, HTTP/1.1 and HTTP/2, graceful shutdown.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logs, and OpenTelemetry traces over OTLP when configured.
 //! - [`webhooks`] — events to subscribed URLs, from an outbox in the database, signed.
@@ -35,6 +36,7 @@ pub mod publish;
 pub mod rate_limit;
 pub mod redis;
 pub mod runtime;
+pub mod server;
 pub mod telemetry;
 pub mod webhooks;
 
@@ -218,13 +220,7 @@ impl Application {
         let flusher = self.analytics.map(|f| tokio::spawn(f.run(stop.clone())));
         // Aborted if this future is dropped instead of finishing (the caller gave up).
         let mut deliverer = self.deliverer.map(|d| AbortOnDrop(tokio::spawn(d.run(stop))));
-        let served = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(self.service),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the server failed");
+        server::serve(self.listener, self.service, shutdown).await;
         publisher.abort();
         drop(redis);
         if let Some(cleanup) = cleanup {
@@ -243,7 +239,7 @@ impl Application {
         {
             tracing::error!(error = %e, "the webhook delivery loop failed");
         }
-        served
+        Ok(())
     }
 }
 

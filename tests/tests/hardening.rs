@@ -141,3 +141,44 @@ async fn a_request_past_its_deadline_is_a_json_503_and_stores_nothing() -> anyho
     assert_eq!(apis["items"], json!([]), "{apis}");
     cp.stop().await
 }
+
+/// Shutdown (SIGTERM in production, [`ControlPlane::stop`] here runs the same path): requests
+/// in flight finish with their answers, idle keep-alive connections do not hold it up, and
+/// nothing new is accepted afterwards. A mock's own `x-request-id` gives way to the request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let (status, _) = cp.post("/api/v1/workspaces/default/apis", &json!({"slug": "m"})).await?;
+    assert_eq!(status, 201);
+    let slow = json!({"method": "GET", "path": "/slow", "delay": {"fixed": 1500},
+                      "response": {"body": "late", "headers": {"x-request-id": "the-mock's"}}});
+    assert_eq!(cp.post("/api/v1/apis/m/endpoints", &slow).await?.0, 201);
+    let url = format!("{}/mock/m/slow", cp.url);
+    // An idle keep-alive connection: the client's pool keeps it open.
+    let idle = reqwest::Client::new();
+    assert_eq!(idle.get(format!("{}/health/live", cp.url)).send().await?.status(), 200);
+
+    let in_flight = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let r =
+                reqwest::Client::new().get(url).header("x-request-id", "in-flight").send().await?;
+            let id = header(r.headers(), "x-request-id").map(str::to_owned);
+            anyhow::Ok((r.status().as_u16(), id, r.text().await?))
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    cp.stop().await?;
+    let took = started.elapsed();
+
+    let (status, id, body) = in_flight.await??;
+    assert_eq!((status, body.as_str()), (200, "late"), "the request in flight was cut off");
+    assert_eq!(id.as_deref(), Some("in-flight"));
+    assert!(took >= std::time::Duration::from_millis(1000), "stopped before the answer: {took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "an idle connection held it up: {took:?}");
+    // The listener is closed: a new connection is refused.
+    assert!(reqwest::Client::new().get(&url).send().await.is_err(), "still accepting");
+    Ok(())
+}

@@ -25,6 +25,8 @@ use crate::db::now_ms;
 
 const MOCK_PREFIX: &str = "/mock/";
 const GRAPHQL_PREFIX: &str = "/mock-graphql/";
+/// A constant name: a lookup by `&str` parses and hashes the name on every request.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -157,7 +159,7 @@ pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 /// routes).
 pub(super) fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(edgemock_shared::request::sane_request_id)
         .map_or_else(new_request_id, str::to_owned)
@@ -358,7 +360,13 @@ pub(super) fn finish(
     *out.status_mut() = status;
     let headers = out.headers_mut();
     headers.reserve(response.headers.len() + 5);
+    // Ours replace the mock's own `x-request-id` and `x-ratelimit-*`; when it set none (as
+    // nearly every mock), they are appended, which skips looking for values to remove.
+    let mut overridden = false;
     for (name, value) in response.headers {
+        overridden |= name.len() >= 12
+            && (name.eq_ignore_ascii_case("x-request-id")
+                || name[..12].eq_ignore_ascii_case("x-ratelimit-"));
         // The value's bytes move into the header as they are (no copy); a standard name is
         // a constant of `http`, only other names are copied.
         let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes()));
@@ -366,13 +374,19 @@ pub(super) fn finish(
             headers.append(name, value);
         }
     }
+    let mut set = |name: HeaderName, value: HeaderValue| {
+        if overridden {
+            headers.insert(name, value);
+        } else {
+            headers.append(name, value);
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-        headers.insert(REQUEST_ID, value);
+        set(REQUEST_ID, value);
     }
     if let Some(verdict) = verdict {
         for (name, value) in verdict.header_values() {
-            headers.insert(name, value);
+            set(name, value);
         }
     }
     out

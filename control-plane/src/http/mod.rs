@@ -219,6 +219,26 @@ impl Dispatch {
     }
 }
 
+impl Dispatch {
+    /// Answers one request: mock paths straight to the native runtime, the rest through the
+    /// router (with its layers).
+    pub async fn handle(&self, mut request: Request) -> axum::response::Response {
+        if let Some(traced) = &self.traced_mocks
+            && let Some(route) = mocks::route_of(request.uri().path())
+        {
+            request.extensions_mut().insert(crate::telemetry::Route(route));
+            let Ok(response) = tower_service::Service::call(&mut traced.clone(), request).await;
+            response
+        } else if mocks::is_mock_path(request.uri().path()) {
+            mocks::serve_native(&self.state, request).await
+        } else {
+            let Ok(response) =
+                tower_service::Service::call(&mut self.router.clone(), request).await;
+            response
+        }
+    }
+}
+
 impl tower_service::Service<Request> for Dispatch {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;

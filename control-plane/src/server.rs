@@ -1,0 +1,91 @@
+//! The accept loop: what `axum::serve` does with axum's default features (HTTP/1.1 with
+//! keep-alive, upgrades for WebSockets, graceful shutdown), with [`http::Dispatch`] called
+//! directly.
+//!
+//! `axum::serve` wraps the service for hyper per request: it clones the whole service, boxes
+//! its future and drives it through `oneshot`. A mock answer is a few microseconds of work,
+//! and that wrapping was several percent of it (see BENCHMARKS.md). Here the service is
+//! shared by reference and each request is one future of hyper's own type.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http1::Builder;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::http;
+
+/// Serves `dispatch` on `listener` until `shutdown` completes; then stops accepting, asks every
+/// connection to finish its requests in flight and close, and returns when they all have.
+pub async fn serve(
+    listener: TcpListener,
+    dispatch: http::Dispatch,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let dispatch = Arc::new(dispatch);
+    let builder = Builder::new();
+    // Shutdown is told to every connection through `stop`; each holds a clone of `open`
+    // until it has closed, so `open_tx.closed()` is "every connection has finished".
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let dispatch = dispatch.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let dispatch = dispatch.clone();
+            async move { Ok::<_, Infallible>(dispatch.handle(request.map(Body::new)).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let (mut stop, open) = (stop_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::trace!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Requests in flight finish; an idle connection closes now.
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    let _ = stop_tx.send(());
+    open_tx.closed().await;
+}
+
+/// An accept that failed. A connection reset before it was accepted is the client's business;
+/// anything else (out of file descriptors, above all) is logged and waited out for a second,
+/// as `axum::serve` does, rather than spinning.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
