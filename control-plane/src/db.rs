@@ -482,6 +482,18 @@ pub async fn touch_workspace<'c>(
 }
 
 /// Bumps the version of every API of a workspace (its settings are in their snapshots).
+/// The slugs of a workspace's APIs (what the native runtime and the metrics forget when the
+/// workspace goes).
+pub async fn api_slugs_of_workspace<'c>(
+    db: impl Executor<'c, Database = Any>,
+    workspace_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT slug FROM apis WHERE workspace_id = $1")
+        .bind(workspace_id)
+        .fetch_all(db)
+        .await
+}
+
 pub async fn bump_apis_of_workspace<'c>(
     db: impl Executor<'c, Database = Any>,
     workspace_id: &str,

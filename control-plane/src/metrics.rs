@@ -316,6 +316,11 @@ impl Metrics {
     ) {
         SERIES.with_borrow_mut(|series| {
             series.trim();
+            let forgotten = FORGOTTEN.load(std::sync::atomic::Ordering::Acquire);
+            if series.forgotten != forgotten {
+                series.mock.clear();
+                series.forgotten = forgotten;
+            }
             let key = MockKey { metrics: self.id, api, method, endpoint, status };
             let (count, time) = series.mock.entry(key).or_insert_with_key(|key| {
                 let status = status_label(status);
@@ -335,6 +340,33 @@ impl Metrics {
         let values = [labels.runtime, labels.api, labels.method, labels.endpoint, status.as_str()];
         self.mock_requests.with_label_values(&values).inc();
         self.mock_duration.with_label_values(&values).observe(took.as_secs_f64());
+    }
+
+    /// Removes every `mock_*` series of the API `slug` (edge and native): an API that is
+    /// deleted must not keep its series, or APIs that come and go (a CI pipeline's, one per
+    /// run) grow the registry, and every scrape, without bound. A later API of the same slug
+    /// starts from zero, as a new series does.
+    pub fn forget_api(&self, slug: &str) {
+        fn forget<T: prometheus::core::MetricVecBuilder>(
+            vec: &prometheus::core::MetricVec<T>,
+            slug: &str,
+        ) {
+            use prometheus::core::Collector;
+            for family in vec.collect() {
+                for metric in family.get_metric() {
+                    let labels = metric.get_label();
+                    if labels.iter().any(|l| l.get_name() == "api" && l.get_value() == slug) {
+                        let labels: std::collections::HashMap<&str, &str> =
+                            labels.iter().map(|l| (l.get_name(), l.get_value())).collect();
+                        let _ = vec.remove(&labels);
+                    }
+                }
+            }
+        }
+        forget(&self.mock_requests, slug);
+        forget(&self.mock_duration, slug);
+        // The per-thread caches may hold the removed series: they start over.
+        FORGOTTEN.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// One webhook attempt. `event` is one of `webhooks::EVENTS` (the delivery loop only sends
@@ -410,7 +442,13 @@ struct Series {
     routes: HashMap<(u64, &'static str, &'static str), RouteSeries>,
     mock: HashMap<MockKey, (IntCounter, Histogram)>,
     caches: HashMap<(u64, &'static str, bool), IntCounter>,
+    /// [`FORGOTTEN`] when `mock` was last emptied.
+    forgotten: u64,
 }
+
+/// How many times series were removed ([`Metrics::forget_api`]): a thread whose cache is
+/// older empties it, so that it never counts into a series no longer registered.
+static FORGOTTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Default)]
 struct RouteSeries {

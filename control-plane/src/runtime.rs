@@ -366,6 +366,11 @@ impl Runtime {
         if engine.is_some() && cache.get(slug).is_some_and(|c| c.version > version) {
             return;
         }
+        // Entries unused for ten TTLs go: kept, they only save a recompile if the version
+        // is unchanged, and an API deleted through another replica (or never asked for
+        // again) would otherwise hold its compiled endpoints until the cache is full.
+        let idle = self.ttl.saturating_mul(10);
+        cache.retain(|_, c| c.loaded_at.elapsed() < idle);
         if cache.len() >= MAX_CACHED_APIS && !cache.contains_key(slug) {
             let oldest = cache.iter().min_by_key(|(_, c)| c.loaded_at).map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
@@ -374,6 +379,16 @@ impl Runtime {
         }
         let loaded_at = Instant::now();
         cache.insert(slug.to_owned(), Cached { engine, version, generation, loaded_at });
+    }
+
+    /// Drops what is kept for the API `slug`, deleted by this process: its compiled
+    /// endpoints and its replays (other replicas' copies go with their TTL).
+    pub async fn forget(&self, slug: &str) {
+        self.cache.write().await.remove(slug);
+        let mut replays = self.replays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Keys are `{slug}:{key}`, and a slug has no `:`.
+        let prefix = format!("{slug}:");
+        replays.answers.retain(|key, _| !key.starts_with(&prefix));
     }
 
     /// Forwards a request as the engine's proxy directive says, under the deployment's

@@ -187,3 +187,41 @@ async fn a_cold_api_is_compiled_once_for_concurrent_requests() -> anyhow::Result
     );
     cp.stop().await
 }
+
+/// An API that is deleted takes its `mock_*` series with it (APIs that come and go, a CI
+/// pipeline's, must not grow the registry without bound), on this thread's cached series
+/// too: the same slug created again counts from zero, into series that are scraped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_api_takes_its_series_with_it() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let client = reqwest::Client::new();
+    let series = r#"mock_requests_total{api="gone",endpoint="GET /x",method="GET",runtime="native",status="200"}"#;
+    let kept = r#"mock_requests_total{api="kept",endpoint="GET /x",method="GET",runtime="native",status="200"}"#;
+    let scrape = || async {
+        anyhow::Ok(client.get(format!("{}/metrics", cp.url)).send().await?.text().await?)
+    };
+    for round in 0..2 {
+        for slug in ["gone", "kept"] {
+            if round == 0 || slug == "gone" {
+                let api = json!({"slug": slug});
+                assert_eq!(cp.post("/api/v1/workspaces/default/apis", &api).await?.0, 201);
+                let x = json!({"method": "GET", "path": "/x", "response": {"body": "x"}});
+                assert_eq!(cp.post(&format!("/api/v1/apis/{slug}/endpoints"), &x).await?.0, 201);
+            }
+            for _ in 0..3 {
+                let r = client.get(format!("{}/mock/{slug}/x", cp.url)).send().await?;
+                assert_eq!(r.status(), 200);
+            }
+        }
+        let before = scrape().await?;
+        assert_eq!(value(&before, series), Some(3.0), "round {round}:\n{before}");
+        assert_eq!(value(&before, kept), Some(3.0 * f64::from(round + 1)));
+        assert_eq!(cp.delete("/api/v1/apis/gone").await?.0, 204);
+        let after = scrape().await?;
+        assert!(!after.contains(r#"api="gone""#), "round {round}:\n{after}");
+        assert_eq!(value(&after, kept), Some(3.0 * f64::from(round + 1)), "{after}");
+        promtool(&after)?;
+    }
+    cp.stop().await
+}

@@ -310,6 +310,10 @@ async fn delete_api(
     tx.commit().await?;
     state.publisher.wake();
     state.wake_outbox(queued);
+    state.runtime.forget(&api.slug).await;
+    if let Some(metrics) = &state.metrics {
+        metrics.forget_api(&api.slug);
+    }
     tracing::info!(api = %api.slug, by = %caller.who(), "API deleted");
     Ok(NoContent)
 }

@@ -228,10 +228,17 @@ async fn delete_workspace(
     // transaction's first write (see `enqueue`).
     db::touch_workspace(&mut *tx, &workspace.id).await?;
     let queued = enqueue(&mut tx, &Event::workspace("workspace.deleted", &workspace)).await?;
+    let slugs = db::api_slugs_of_workspace(&mut *tx, &workspace.id).await?;
     db::delete_workspace(&mut tx, &workspace.id).await?;
     tx.commit().await?;
     state.publisher.wake();
     state.wake_outbox(queued);
+    for slug in &slugs {
+        state.runtime.forget(slug).await;
+        if let Some(metrics) = &state.metrics {
+            metrics.forget_api(slug);
+        }
+    }
     tracing::info!(workspace = %workspace.slug, by = %caller.who(), "workspace deleted");
     Ok(NoContent)
 }
