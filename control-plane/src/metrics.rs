@@ -355,9 +355,9 @@ impl Metrics {
             for family in vec.collect() {
                 for metric in family.get_metric() {
                     let labels = metric.get_label();
-                    if labels.iter().any(|l| l.get_name() == "api" && l.get_value() == slug) {
+                    if labels.iter().any(|l| l.name() == "api" && l.value() == slug) {
                         let labels: std::collections::HashMap<&str, &str> =
-                            labels.iter().map(|l| (l.get_name(), l.get_value())).collect();
+                            labels.iter().map(|l| (l.name(), l.value())).collect();
                         let _ = vec.remove(&labels);
                     }
                 }
