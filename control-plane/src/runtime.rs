@@ -366,10 +366,11 @@ impl Runtime {
         if engine.is_some() && cache.get(slug).is_some_and(|c| c.version > version) {
             return;
         }
-        // Entries unused for ten TTLs go: kept, they only save a recompile if the version
-        // is unchanged, and an API deleted through another replica (or never asked for
-        // again) would otherwise hold its compiled endpoints until the cache is full.
-        let idle = self.ttl.saturating_mul(10);
+        // Entries unused for ten TTLs (ten minutes at least: with a TTL of 0 every entry is
+        // stale at once, yet still saves a recompile while its version holds) go: an API
+        // deleted through another replica, or never asked for again, would otherwise hold
+        // its compiled endpoints until the cache is full.
+        let idle = self.ttl.saturating_mul(10).max(Duration::from_secs(600));
         cache.retain(|_, c| c.loaded_at.elapsed() < idle);
         if cache.len() >= MAX_CACHED_APIS && !cache.contains_key(slug) {
             let oldest = cache.iter().min_by_key(|(_, c)| c.loaded_at).map(|(k, _)| k.clone());
