@@ -481,7 +481,6 @@ pub async fn touch_workspace<'c>(
     Ok(())
 }
 
-/// Bumps the version of every API of a workspace (its settings are in their snapshots).
 /// The slugs of a workspace's APIs (what the native runtime and the metrics forget when the
 /// workspace goes).
 pub async fn api_slugs_of_workspace<'c>(
@@ -494,6 +493,7 @@ pub async fn api_slugs_of_workspace<'c>(
         .await
 }
 
+/// Bumps the version of every API of a workspace (its settings are in their snapshots).
 pub async fn bump_apis_of_workspace<'c>(
     db: impl Executor<'c, Database = Any>,
     workspace_id: &str,

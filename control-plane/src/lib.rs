@@ -14,7 +14,7 @@
 //! - [`rate_limit`] — per-workspace and per-client limits in one-minute windows.
 //! - [`redis`] — the optional shared tier (`REDIS_URL`) and its fall back.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
-//! - [`server`] — the accept loop: connections, HTTP/1.1 and HTTP/2, graceful shutdown.
+//! - [`server`] — the accept loop: HTTP/1.1 connections, upgrades, graceful shutdown.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logs, and OpenTelemetry traces over OTLP when configured.
 //! - [`webhooks`] — events to subscribed URLs, from an outbox in the database, signed.

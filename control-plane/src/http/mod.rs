@@ -217,9 +217,7 @@ impl Dispatch {
         });
         Self { router: router(state.clone()), state, traced_mocks }
     }
-}
 
-impl Dispatch {
     /// Answers one request: mock paths straight to the native runtime, the rest through the
     /// router (with its layers).
     pub async fn handle(&self, mut request: Request) -> axum::response::Response {
@@ -235,35 +233,6 @@ impl Dispatch {
             let Ok(response) =
                 tower_service::Service::call(&mut self.router.clone(), request).await;
             response
-        }
-    }
-}
-
-impl tower_service::Service<Request> for Dispatch {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        if let Some(traced) = &mut self.traced_mocks
-            && let Some(route) = mocks::route_of(request.uri().path())
-        {
-            request.extensions_mut().insert(crate::telemetry::Route(route));
-            Box::pin(tower_service::Service::call(traced, request))
-        } else if mocks::is_mock_path(request.uri().path()) {
-            let state = self.state.clone();
-            Box::pin(async move { Ok(mocks::serve_native(&state, request).await) })
-        } else {
-            Box::pin(tower_service::Service::call(&mut self.router, request))
         }
     }
 }
