@@ -187,68 +187,172 @@ pub fn none_label() -> Arc<str> {
     NONE.clone()
 }
 
+/// [`none_label`], borrowed: no reference count every thread writes.
+pub fn none_ref() -> &'static Arc<str> {
+    &NONE
+}
+
 /// The start of the minute `ms` falls in.
 pub fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
 }
 
 /// The native runtime's requests since the last write. Cheap to clone (one handle).
+///
+/// Each thread counts into a shard of its own ([`crate::shards`]), keyed by the addresses
+/// of the labels its compiled API holds: a request hashes a few words, takes a lock no other
+/// thread wants and writes lines no other core reads. The flusher folds the shards into
+/// rows once a second ([`Tally::take`]).
 #[derive(Debug, Clone, Default)]
 pub struct Tally(Arc<TallyInner>);
 
 #[derive(Debug, Default)]
 struct TallyInner {
-    rows: std::sync::Mutex<Rollups>,
-    /// Requests counted since start, and those that could not be (the tally was full).
-    counted: AtomicU64,
+    shards: crate::shards::Sharded<Shard>,
+    /// Rows whose write failed, written with the next ones.
+    retry: std::sync::Mutex<Rollups>,
+    /// Rows held (in the shards and `retry`): at most [`MAX_KEYS`].
+    rows: std::sync::atomic::AtomicUsize,
+    /// Requests that could not be counted (the tally was full).
     dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    rows: HashMap<ShardKey, ShardRow>,
+    /// Requests this shard counted since start.
+    counted: u64,
+}
+
+/// A label by [`crate::shards::address`].
+type Label = (usize, usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ShardKey {
+    api: Label,
+    endpoint: Label,
+    minute_ms: i64,
+    status: u16,
+}
+
+#[derive(Debug)]
+struct ShardRow {
+    /// The labels the key points into (held, so their addresses stay theirs).
+    api_id: Arc<str>,
+    endpoint: Arc<str>,
+    workspace_id: Arc<str>,
+    counts: Counts,
+}
+
+/// A native request's row, by the labels of the API that answered it.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeRow<'a> {
+    pub api_id: &'a Arc<str>,
+    pub workspace_id: &'a Arc<str>,
+    /// `METHOD pattern` of the matched endpoint, or [`none_label`].
+    pub endpoint: &'a Arc<str>,
+    /// When it arrived, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub status: u16,
 }
 
 impl Tally {
     /// Counts one request.
-    pub fn add(&self, key: RollupKey, workspace_id: &Arc<str>, sample: &Sample) {
-        let mut rows = self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if rows.len() >= MAX_KEYS && !rows.contains_key(&key) {
-            drop(rows);
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+    pub fn add(&self, row: NativeRow<'_>, sample: &Sample) {
+        use crate::shards::address;
+        let key = ShardKey {
+            api: address(row.api_id),
+            endpoint: address(row.endpoint),
+            minute_ms: minute_of(row.at_ms),
+            status: row.status,
+        };
+        let mut shard = self.0.shards.mine();
+        if let Some(counted) = shard.rows.get_mut(&key) {
+            counted.counts.add(sample);
+        } else {
+            // A new row: the only time the shards' threads touch a shared line.
+            if self.0.rows.fetch_add(1, Ordering::Relaxed) >= MAX_KEYS {
+                self.0.rows.fetch_sub(1, Ordering::Relaxed);
+                drop(shard);
+                self.0.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut counts = Counts::default();
+            counts.add(sample);
+            shard.rows.insert(
+                key,
+                ShardRow {
+                    api_id: row.api_id.clone(),
+                    endpoint: row.endpoint.clone(),
+                    workspace_id: row.workspace_id.clone(),
+                    counts,
+                },
+            );
         }
-        add(&mut rows, key, workspace_id, sample);
-        drop(rows);
-        self.0.counted.fetch_add(1, Ordering::Relaxed);
+        shard.counted += 1;
     }
 
     /// Requests counted since start, and requests that could not be counted.
     pub fn totals(&self) -> (u64, u64) {
-        (self.0.counted.load(Ordering::Relaxed), self.0.dropped.load(Ordering::Relaxed))
+        let mut counted = 0;
+        self.0.shards.each(|shard| counted += shard.counted);
+        (counted, self.0.dropped.load(Ordering::Relaxed))
     }
 
-    /// Rows waiting to be written.
+    /// Rows waiting to be written (a row per thread that counted into it, until written).
     pub fn pending_rows(&self) -> usize {
-        self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.0.rows.load(Ordering::Relaxed)
     }
 
+    /// Every row held, the shards' folded together, and the tally emptied.
     fn take(&self) -> Rollups {
-        std::mem::take(&mut *self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let mut rows = std::mem::take(&mut *lock(&self.0.retry));
+        let mut taken = rows.len();
+        self.0.shards.each(|shard| {
+            taken += shard.rows.len();
+            for (key, row) in shard.rows.drain() {
+                let key = RollupKey {
+                    api_id: row.api_id,
+                    minute_ms: key.minute_ms,
+                    source: native_source(),
+                    endpoint: row.endpoint,
+                    status: key.status,
+                    country: none_label(),
+                };
+                merge(&mut rows, key, row.workspace_id, &row.counts);
+            }
+        });
+        self.0.rows.fetch_sub(taken, Ordering::Relaxed);
+        rows
     }
 
     /// Puts rows whose write failed back, to be written with the next ones.
     fn restore(&self, failed: Rollups) {
-        let mut rows = self.0.rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut retry = lock(&self.0.retry);
         for (key, row) in failed {
-            let full = rows.len() >= MAX_KEYS;
-            match rows.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut mine) => {
-                    mine.get_mut().counts.merge(&row.counts);
-                }
-                std::collections::hash_map::Entry::Vacant(slot) if !full => {
-                    slot.insert(row);
-                }
-                std::collections::hash_map::Entry::Vacant(_) => {
-                    let lost = u64::try_from(row.counts.requests).unwrap_or_default();
-                    self.0.dropped.fetch_add(lost, Ordering::Relaxed);
-                }
+            if let Some(mine) = retry.get_mut(&key) {
+                mine.counts.merge(&row.counts);
+            } else if self.0.rows.fetch_add(1, Ordering::Relaxed) < MAX_KEYS {
+                retry.insert(key, row);
+            } else {
+                self.0.rows.fetch_sub(1, Ordering::Relaxed);
+                let lost = u64::try_from(row.counts.requests).unwrap_or_default();
+                self.0.dropped.fetch_add(lost, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Adds `counts` to `rows` under `key`.
+fn merge(rows: &mut Rollups, key: RollupKey, workspace_id: Arc<str>, counts: &Counts) {
+    match rows.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut row) => row.get_mut().counts.merge(counts),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(RollupRow { workspace_id, counts: counts.clone() });
         }
     }
 }
@@ -535,7 +639,7 @@ fn percentile(cumulative: &[i64], n: i64, max: i64, q: f64) -> f64 {
 mod tests {
     use std::sync::Arc;
 
-    use super::{Counts, RollupKey, Sample, Tally, percentile};
+    use super::{Counts, NativeRow, RollupKey, Sample, Tally, percentile};
 
     fn key(status: u16) -> RollupKey {
         RollupKey {
@@ -567,19 +671,53 @@ mod tests {
     #[test]
     fn a_tally_keeps_what_failed_to_be_written() {
         let tally = Tally::default();
-        let ws: Arc<str> = Arc::from("w");
-        tally.add(key(200), &ws, &Sample::default());
-        tally.add(key(200), &ws, &Sample::default());
-        tally.add(key(404), &ws, &Sample::default());
-        assert_eq!((tally.pending_rows(), tally.totals()), (2, (3, 0)));
+        let (api, ws) = (Arc::from("a"), Arc::from("w"));
+        // Equal labels from two compiles of the API: one row.
+        let (endpoint, again): (Arc<str>, Arc<str>) = (Arc::from("GET /x"), Arc::from("GET /x"));
+        let row = |endpoint, status| NativeRow {
+            api_id: &api,
+            workspace_id: &ws,
+            endpoint,
+            at_ms: 60_000 + 59_999,
+            status,
+        };
+        tally.add(row(&endpoint, 200), &Sample::default());
+        tally.add(row(&again, 200), &Sample::default());
+        tally.add(row(&endpoint, 404), &Sample::default());
+        assert_eq!((tally.pending_rows(), tally.totals()), (3, (3, 0)));
         let taken = tally.take();
+        assert_eq!(taken.len(), 2);
         assert_eq!(tally.pending_rows(), 0);
-        tally.add(key(200), &ws, &Sample::default());
+        tally.add(row(&endpoint, 200), &Sample::default());
         // The write failed: its rows come back, merged with what arrived meanwhile.
         tally.restore(taken);
         let rows = tally.take();
         assert_eq!(rows[&key(200)].counts.requests, 3);
         assert_eq!(rows[&key(404)].counts.requests, 1);
+        assert_eq!((tally.pending_rows(), tally.totals()), (0, (4, 0)));
+    }
+
+    #[test]
+    fn a_full_tally_drops_and_counts_new_rows_only() {
+        let tally = Tally::default();
+        let (api, ws) = (Arc::from("a"), Arc::from("w"));
+        let endpoints: Vec<Arc<str>> =
+            (0..=super::MAX_KEYS).map(|i| Arc::from(format!("GET /{i}"))).collect();
+        let row = |endpoint| NativeRow {
+            api_id: &api,
+            workspace_id: &ws,
+            endpoint,
+            at_ms: 0,
+            status: 200,
+        };
+        for endpoint in &endpoints {
+            tally.add(row(endpoint), &Sample::default());
+        }
+        assert_eq!(tally.totals(), (super::MAX_KEYS as u64, 1));
+        // A row it holds still counts.
+        tally.add(row(&endpoints[0]), &Sample::default());
+        assert_eq!(tally.totals(), (super::MAX_KEYS as u64 + 1, 1));
+        assert_eq!(tally.take().len(), super::MAX_KEYS);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`redis`] — the optional shared tier (`REDIS_URL`) and its fall back.
 //! - [`runtime`] — the native runtime: mocks served by the control plane itself.
 //! - [`server`] — the accept loop: HTTP/1.1 connections, upgrades, graceful shutdown.
+//! - [`shards`] — per-thread copies of what every mock request counts, folded when read.
 //! - [`error`] — the HTTP layer's error type.
 //! - [`telemetry`] — logs, and OpenTelemetry traces over OTLP when configured.
 //! - [`webhooks`] — events to subscribed URLs, from an outbox in the database, signed.
@@ -37,6 +38,7 @@ pub mod rate_limit;
 pub mod redis;
 pub mod runtime;
 pub mod server;
+pub mod shards;
 pub mod telemetry;
 pub mod webhooks;
 

@@ -12,20 +12,23 @@ use std::time::Duration;
 use foldhash::HashMap;
 use std::sync::Arc;
 
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::db::Db;
+use crate::shards::{Sharded, address};
 
 /// Latency buckets, in seconds: sub-millisecond mocks up to slow proxies and imports.
 const BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 pub struct Metrics {
-    /// Tells this registry's series apart in the per-thread caches (see [`Series`]).
-    id: u64,
+    /// The native runtime's counts, per thread, folded into the series at each scrape (see
+    /// [`Shard`]).
+    native: Sharded<Shard>,
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
@@ -74,9 +77,8 @@ impl Metrics {
         let registry = Registry::new();
         let http_labels = &["method", "route", "status", "workspace"];
         let mock_labels = &["runtime", "api", "method", "endpoint", "status"];
-        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let metrics = Self {
-            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            native: Sharded::default(),
             http_requests: IntCounterVec::new(
                 Opts::new("http_requests_total", "HTTP requests answered, by matched route"),
                 http_labels,
@@ -230,6 +232,7 @@ impl Metrics {
     ) -> prometheus::Result<()> {
         let size = i64::from(db.size());
         let idle = i64::try_from(db.num_idle()).unwrap_or(i64::MAX);
+        self.native.each(Shard::fold);
         self.db_connections.with_label_values(&["idle"]).set(idle);
         self.db_connections.with_label_values(&["in_use"]).set(size - idle);
         // The tally keeps its own totals (the hot path touches no registry); the counters
@@ -266,73 +269,15 @@ impl Metrics {
         self.http_duration.with_label_values(&labels).observe(took.as_secs_f64());
     }
 
-    /// `http_requests_in_progress` for a route the native runtime serves (`route` one of its
-    /// templates), through this thread's cache of series.
-    pub fn start_cached(&self, method: &'static str, route: &'static str) -> InProgress {
-        let gauge = SERIES.with_borrow_mut(|series| {
-            series
-                .entry((self.id, method, route))
-                .gauges
-                .get_or_insert_with(|| self.http_in_progress.with_label_values(&[method, route]))
-                .clone()
-        });
-        gauge.inc();
-        InProgress(gauge)
-    }
-
-    /// [`Metrics::observe_http`] for a route the native runtime serves, without a workspace,
-    /// through this thread's cache of series.
-    pub fn observe_http_cached(
-        &self,
-        method: &'static str,
-        route: &'static str,
-        status: u16,
-        took: Duration,
-    ) {
-        SERIES.with_borrow_mut(|series| {
-            let (count, time) =
-                series.entry((self.id, method, route)).http.entry(status).or_insert_with(|| {
-                    let status = status_label(status);
-                    let labels = [method, route, status.as_str(), ""];
-                    (
-                        self.http_requests.with_label_values(&labels),
-                        self.http_duration.with_label_values(&labels),
-                    )
-                });
-            count.inc();
-            time.observe(took.as_secs_f64());
-        });
-    }
-
-    /// A native mock answer (`api` a slug or `-`, `endpoint` `METHOD pattern` or `-`),
-    /// through this thread's cache of series.
-    pub fn observe_native_mock(
-        &self,
-        api: Arc<str>,
-        method: &'static str,
-        endpoint: Arc<str>,
-        status: u16,
-        took: Duration,
-    ) {
-        SERIES.with_borrow_mut(|series| {
-            series.trim();
-            let forgotten = FORGOTTEN.load(std::sync::atomic::Ordering::Acquire);
-            if series.forgotten != forgotten {
-                series.mock.clear();
-                series.forgotten = forgotten;
-            }
-            let key = MockKey { metrics: self.id, api, method, endpoint, status };
-            let (count, time) = series.mock.entry(key).or_insert_with_key(|key| {
-                let status = status_label(status);
-                let values = ["native", &key.api, method, &key.endpoint, status.as_str()];
-                (
-                    self.mock_requests.with_label_values(&values),
-                    self.mock_duration.with_label_values(&values),
-                )
-            });
-            count.inc();
-            time.observe(took.as_secs_f64());
-        });
+    /// A native mock request (`route` one of the native runtime's templates): in
+    /// `http_requests_in_progress` until [`NativeRequest::done`] counts it, or until it is
+    /// dropped (a request whose client went away).
+    pub fn native_request(&self, method: &'static str, route: &'static str) -> NativeRequest<'_> {
+        let mut shard = self.native.mine();
+        let key = (address(method), address(route));
+        shard.in_progress.entry(key).or_insert_with(|| Pending::new(self, method, route)).delta +=
+            1;
+        NativeRequest { metrics: self, method, route, done: false }
     }
 
     pub fn observe_mock(&self, labels: MockLabels<'_>, took: Duration) {
@@ -363,10 +308,11 @@ impl Metrics {
                 }
             }
         }
+        // The shards' handles first: counted after the removal, a request would go into a
+        // series no longer registered.
+        self.native.each(|shard| shard.mock.retain(|_, series| &*series.api != slug));
         forget(&self.mock_requests, slug);
         forget(&self.mock_duration, slug);
-        // The per-thread caches may hold the removed series: they start over.
-        FORGOTTEN.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// One webhook attempt. `event` is one of `webhooks::EVENTS` (the delivery loop only sends
@@ -410,18 +356,14 @@ impl Metrics {
 
     /// A lookup in `cache` (`engine`, `redis`): every native mock request makes one.
     pub fn cache(&self, cache: &'static str, hit: bool) {
-        SERIES.with_borrow_mut(|series| {
-            // Each series only once it counts something (a cache that never missed shows no
-            // misses series, as before).
-            series
-                .caches
-                .entry((self.id, cache, hit))
-                .or_insert_with(|| {
-                    let vec = if hit { &self.cache_hits } else { &self.cache_misses };
-                    vec.with_label_values(&[cache])
-                })
-                .inc();
+        // Each series only once it counts something (a cache that never missed shows no
+        // misses series, as before).
+        let mut shard = self.native.mine();
+        let (_, pending) = shard.caches.entry((address(cache), hit)).or_insert_with(|| {
+            let vec = if hit { &self.cache_hits } else { &self.cache_misses };
+            (vec.with_label_values(&[cache]), 0)
         });
+        *pending += 1;
     }
 
     /// One API compiled by the native runtime from a snapshot of `source` (`database` or
@@ -432,55 +374,161 @@ impl Metrics {
     }
 }
 
-/// Series handles by label values, per thread. Finding a series in a prometheus vector hashes
-/// its labels and takes a lock every thread shares, and the native runtime did that five
-/// times a request; a thread's own map costs one hash and no shared lock. The series stay
-/// registered (and scraped) whatever this cache holds; it is emptied when it grows past
-/// [`Series::MAX`], so APIs and endpoints that come and go cannot grow it without bound.
+/// A thread's counts of the native runtime's series (see [`crate::shards`]), by label
+/// values (the addresses of labels the compiled API holds: no text is hashed or compared).
+/// Finding a series in a prometheus vector hashes its labels and takes a lock every thread
+/// shares, and each update of a shared series is an atomic write to a line every core
+/// writes; a shard's series are local copies ([`LocalIntCounter`], [`LocalHistogram`]),
+/// added to the registered series when a scrape folds the shards ([`Shard::fold`]). The
+/// series stay registered (and scraped) whatever a shard holds; a shard folds and empties
+/// its mock series past [`Shard::MAX`], so APIs and endpoints that come and go cannot grow
+/// it without bound.
 #[derive(Default)]
-struct Series {
-    routes: HashMap<(u64, &'static str, &'static str), RouteSeries>,
-    mock: HashMap<MockKey, (IntCounter, Histogram)>,
-    caches: HashMap<(u64, &'static str, bool), IntCounter>,
-    /// [`FORGOTTEN`] when `mock` was last emptied.
-    forgotten: u64,
+struct Shard {
+    in_progress: HashMap<(Label, Label), Pending>,
+    http: HashMap<(Label, Label, u16), (LocalIntCounter, LocalHistogram)>,
+    mock: HashMap<MockKey, MockSeries>,
+    caches: HashMap<(Label, bool), (IntCounter, u64)>,
 }
 
-/// How many times series were removed ([`Metrics::forget_api`]): a thread whose cache is
-/// older empties it, so that it never counts into a series no longer registered.
-static FORGOTTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A label by [`address`].
+type Label = (usize, usize);
 
-#[derive(Default)]
-struct RouteSeries {
-    gauges: Option<IntGauge>,
-    http: HashMap<u16, (IntCounter, Histogram)>,
+/// `http_requests_in_progress` of one route, and how far this thread moved it since the
+/// last fold (a request may start on one thread and end on another: the sum is right).
+struct Pending {
+    gauge: IntGauge,
+    delta: i64,
+}
+
+impl Pending {
+    fn new(metrics: &Metrics, method: &str, route: &str) -> Self {
+        Self { gauge: metrics.http_in_progress.with_label_values(&[method, route]), delta: 0 }
+    }
 }
 
 #[derive(PartialEq, Eq, Hash)]
 struct MockKey {
-    metrics: u64,
-    api: Arc<str>,
-    method: &'static str,
-    endpoint: Arc<str>,
+    api: Label,
+    method: Label,
+    endpoint: Label,
     status: u16,
 }
 
-impl Series {
+struct MockSeries {
+    /// The labels the key points into, held so that their addresses stay theirs.
+    api: Arc<str>,
+    _endpoint: Arc<str>,
+    count: LocalIntCounter,
+    time: LocalHistogram,
+}
+
+impl Shard {
     const MAX: usize = 10_000;
 
-    fn entry(&mut self, key: (u64, &'static str, &'static str)) -> &mut RouteSeries {
-        self.routes.entry(key).or_default()
-    }
-
-    fn trim(&mut self) {
-        if self.mock.len() >= Self::MAX {
-            self.mock.clear();
+    /// Adds this shard's counts to the registered series, and starts counting from zero.
+    fn fold(&mut self) {
+        for pending in self.in_progress.values_mut() {
+            pending.gauge.add(std::mem::take(&mut pending.delta));
+        }
+        for (count, time) in self.http.values_mut() {
+            count.flush();
+            time.flush();
+        }
+        for series in self.mock.values_mut() {
+            series.count.flush();
+            series.time.flush();
+        }
+        for (counter, pending) in self.caches.values_mut() {
+            counter.inc_by(std::mem::take(pending));
         }
     }
 }
 
-thread_local! {
-    static SERIES: std::cell::RefCell<Series> = std::cell::RefCell::new(Series::default());
+/// A native mock request being answered ([`Metrics::native_request`]).
+#[derive(Debug)]
+pub struct NativeRequest<'m> {
+    metrics: &'m Metrics,
+    method: &'static str,
+    route: &'static str,
+    done: bool,
+}
+
+/// What a native mock answer is counted under in the `mock_*` series.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeMock<'a> {
+    /// The API's slug, or `-` when no API has that slug.
+    pub api: &'a Arc<str>,
+    /// The matched endpoint as `METHOD pattern`, or `-`.
+    pub endpoint: &'a Arc<str>,
+}
+
+impl NativeRequest<'_> {
+    /// The answer: out of `http_requests_in_progress`, into `http_requests_*` under the
+    /// route and into `mock_*` under the API and endpoint; one lock for all of it.
+    pub fn done(mut self, status: u16, took: Duration, mock: NativeMock<'_>) {
+        self.done = true;
+        let metrics = self.metrics;
+        let (method, route) = (self.method, self.route);
+        let seconds = took.as_secs_f64();
+        let mut guard = metrics.native.mine();
+        let shard = &mut *guard;
+        let (method_key, route_key) = (address(method), address(route));
+        // Entered, not looked up: the request may have started on another thread.
+        shard
+            .in_progress
+            .entry((method_key, route_key))
+            .or_insert_with(|| Pending::new(metrics, method, route))
+            .delta -= 1;
+        let (count, time) =
+            shard.http.entry((method_key, route_key, status)).or_insert_with(|| {
+                let status = status_label(status);
+                let labels = [method, route, status.as_str(), ""];
+                (
+                    metrics.http_requests.with_label_values(&labels).local(),
+                    metrics.http_duration.with_label_values(&labels).local(),
+                )
+            });
+        count.inc();
+        time.observe(seconds);
+        if shard.mock.len() >= Shard::MAX {
+            shard.fold();
+            shard.mock.clear();
+        }
+        let key = MockKey {
+            api: address(mock.api),
+            method: method_key,
+            endpoint: address(mock.endpoint),
+            status,
+        };
+        let series = shard.mock.entry(key).or_insert_with(|| {
+            let status = status_label(status);
+            let values = ["native", mock.api, method, mock.endpoint, status.as_str()];
+            MockSeries {
+                api: mock.api.clone(),
+                _endpoint: mock.endpoint.clone(),
+                count: metrics.mock_requests.with_label_values(&values).local(),
+                time: metrics.mock_duration.with_label_values(&values).local(),
+            }
+        });
+        series.count.inc();
+        series.time.observe(seconds);
+    }
+}
+
+impl Drop for NativeRequest<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut shard = self.metrics.native.mine();
+        let key = (address(self.method), address(self.route));
+        shard
+            .in_progress
+            .entry(key)
+            .or_insert_with(|| Pending::new(self.metrics, self.method, self.route))
+            .delta -= 1;
+    }
 }
 
 /// Decrements `http_requests_in_progress` when the request is done, however it ends.
@@ -511,5 +559,69 @@ pub fn method_label(method: &str) -> &'static str {
         "OPTIONS" => "OPTIONS",
         "ANY" => "ANY",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Metrics, NativeMock};
+
+    fn scrape(metrics: &Metrics) -> String {
+        metrics.native.each(super::Shard::fold);
+        let mut out = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &metrics.registry.gather(),
+            &mut out,
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn threads_count_apart_and_a_scrape_sees_it_all() {
+        let metrics = Arc::new(Metrics::new(1).unwrap());
+        let (api, endpoint): (Arc<str>, Arc<str>) = (Arc::from("shop"), Arc::from("GET /x"));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (metrics, api, endpoint) = (metrics.clone(), api.clone(), endpoint.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..250 {
+                        let request = metrics.native_request("GET", "/mock/{api}/{*path}");
+                        let mock = NativeMock { api: &api, endpoint: &endpoint };
+                        request.done(200, Duration::from_micros(300), mock);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // A request that started on this thread and whose client left on another.
+        let started = metrics.native_request("GET", "/mock/{api}/{*path}");
+        let text = scrape(&metrics);
+        let in_progress = "http_requests_in_progress{method=\"GET\",route=\"/mock/{api}/{*path}\"}";
+        assert_eq!(line(&text, in_progress), Some(&*format!("{in_progress} 1")));
+        std::thread::scope(|s| {
+            s.spawn(move || drop(started));
+        });
+        let text = scrape(&metrics);
+        assert_eq!(line(&text, in_progress), Some(&*format!("{in_progress} 0")));
+        let mock = "mock_requests_total{api=\"shop\",endpoint=\"GET /x\",method=\"GET\",runtime=\"native\",status=\"200\"}";
+        assert_eq!(line(&text, mock), Some(&*format!("{mock} 1000")));
+        let bucket = "mock_response_duration_seconds_bucket{api=\"shop\",endpoint=\"GET /x\",method=\"GET\",runtime=\"native\",status=\"200\",le=\"0.0005\"}";
+        assert_eq!(line(&text, bucket), Some(&*format!("{bucket} 1000")));
+        // A second scrape adds nothing twice.
+        assert_eq!(line(&scrape(&metrics), mock), Some(&*format!("{mock} 1000")));
+        // A deleted API's series go, from the shards too.
+        metrics.forget_api("shop");
+        assert_eq!(line(&scrape(&metrics), "mock_requests_total{"), None);
     }
 }

@@ -88,6 +88,32 @@ pub struct Matched {
     pub rule: Option<Arc<str>>,
 }
 
+/// What a match of one endpoint (or operation) reports, built once for it and for each of
+/// its rules: a request takes one reference count, not one per field (each a write to a
+/// line every core that answers the endpoint shares).
+#[derive(Debug)]
+struct Reports {
+    plain: Arc<Matched>,
+    by_rule: Vec<Arc<Matched>>,
+}
+
+impl Reports {
+    fn new(matched: Matched, responder: &Responder) -> Self {
+        let by_rule = responder
+            .rules
+            .iter()
+            .map(|rule| Arc::new(Matched { rule: Some(rule.label.clone()), ..matched.clone() }))
+            .collect();
+        Self { plain: Arc::new(matched), by_rule }
+    }
+
+    /// The report of a match answered by `rule` (an index in the responder's rules), or by
+    /// no rule.
+    fn get(&self, rule: Option<usize>) -> Arc<Matched> {
+        rule.and_then(|i| self.by_rule.get(i)).unwrap_or(&self.plain).clone()
+    }
+}
+
 impl Matched {
     fn new(endpoint_id: Arc<str>, method: &str, pattern: &str) -> Self {
         Self {
@@ -133,7 +159,7 @@ pub struct ProxyDirective {
 pub struct Outcome {
     pub kind: OutcomeKind,
     pub response: MockResponse,
-    pub matched: Option<Matched>,
+    pub matched: Option<Arc<Matched>>,
     /// Milliseconds to wait before answering.
     pub delay_ms: u32,
     pub proxy: Option<ProxyDirective>,
@@ -351,8 +377,8 @@ impl Responder {
 #[derive(Debug)]
 struct CompiledEndpoint {
     id: String,
-    /// What a match reports, built once (a request clones reference counts, not text).
-    matched: Matched,
+    /// What a match reports.
+    matched: Reports,
     method: MethodSpec,
     path: String,
     when: Option<CompiledCondition>,
@@ -377,7 +403,7 @@ struct CompiledOperation {
     /// Its index in the snapshot's `graphql` list, for reports (the list is re-ordered by
     /// priority).
     index: usize,
-    matched: Matched,
+    matched: Reports,
     operation_type: OperationType,
     name: String,
     when: Option<CompiledCondition>,
@@ -597,7 +623,10 @@ impl Compiler {
         }
         Ok(CompiledEndpoint {
             id: id.to_owned(),
-            matched: Matched::new(Arc::from(id), d.method.as_str(), &d.path),
+            matched: Reports::new(
+                Matched::new(Arc::from(id), d.method.as_str(), &d.path),
+                &responder,
+            ),
             method: d.method.clone(),
             path: d.path.clone(),
             when,
@@ -642,7 +671,7 @@ impl Compiler {
         let id = Arc::from(format!("graphql:{kind}:{}", op.name));
         Ok(CompiledOperation {
             index,
-            matched: Matched::new(id, kind, &op.name),
+            matched: Reports::new(Matched::new(id, kind, &op.name), &responder),
             operation_type: op.operation_type,
             name: op.name.clone(),
             when,
@@ -1149,7 +1178,6 @@ impl Engine {
             return self.not_found(request, near_misses);
         };
         let endpoint = &self.endpoints[index];
-        let mut matched = endpoint.matched.clone();
         // The key holds the API version (a new definition must not replay old answers) and
         // who asked (a templated answer may quote the caller's credentials).
         let dedup_key = endpoint.dedup.then(|| {
@@ -1174,7 +1202,7 @@ impl Engine {
                     json!({ "errors": errors }),
                 ),
             );
-            outcome.matched = Some(matched);
+            outcome.matched = Some(endpoint.matched.get(None));
             return outcome;
         }
 
@@ -1193,14 +1221,13 @@ impl Engine {
                 forward_cookies: proxy.forward_cookies,
             });
             outcome.delay_ms = self.delay_for(&endpoint.responder, None, rng);
-            outcome.matched = Some(matched);
+            outcome.matched = Some(endpoint.matched.get(None));
             outcome.dedup_key = dedup_key;
             return outcome;
         }
 
         let (mut outcome, rule) =
             self.respond(&endpoint.responder, Some(&endpoint.cache), &view, now_ms, rng);
-        matched.rule = rule;
         if outcome.kind == OutcomeKind::Served {
             if endpoint.responder.is_constant()
                 && endpoint.cache.mode == CacheMode::Public
@@ -1210,7 +1237,7 @@ impl Engine {
             }
             conditional(request, &mut outcome);
         }
-        outcome.matched = Some(matched);
+        outcome.matched = Some(endpoint.matched.get(rule));
         outcome.dedup_key = dedup_key;
         outcome
     }
@@ -1223,7 +1250,7 @@ impl Engine {
         view: &RequestView<'_>,
         now_ms: i64,
         rng: &mut ChaCha8Rng,
-    ) -> (Outcome, Option<Arc<str>>) {
+    ) -> (Outcome, Option<usize>) {
         if let Some(fault) = &responder.fault
             && rng.random::<f64>() * 100.0 < fault.percent
         {
@@ -1259,13 +1286,13 @@ impl Engine {
             outcome.delay_ms = self.delay_for(responder, None, rng);
             return (outcome, None);
         }
-        let (response, rule) = match responder.rules.iter().find(|r| r.when.eval(view)) {
-            Some(rule) => {
-                let response = match &rule.target {
+        let (response, rule) = match responder.rules.iter().position(|r| r.when.eval(view)) {
+            Some(i) => {
+                let response = match &responder.rules[i].target {
                     RuleTarget::Alternative(i) => &responder.alternatives[*i],
                     RuleTarget::Inline(r) => r.as_ref(),
                 };
-                (response, Some(rule.label.clone()))
+                (response, Some(i))
             }
             None => (self.select(responder, rng), None),
         };
@@ -1569,9 +1596,7 @@ impl Engine {
             }
             let (mut outcome, rule) =
                 self.respond(&candidate.responder, None, &view, now_ms, &mut rng);
-            let mut matched = candidate.matched.clone();
-            matched.rule = rule;
-            outcome.matched = Some(matched);
+            outcome.matched = Some(candidate.matched.get(rule));
             self.add_cors(request, &mut outcome.response);
             return outcome;
         }

@@ -70,14 +70,47 @@ pub async fn serve_native(state: &AppState, request: Request) -> Response {
         }
     };
     let request_id = request_id(&parts.headers);
-    let in_progress = state.metrics.as_ref().map(|m| m.start_cached(method, route));
-    let (response, verdict) =
-        serve(state, api, sub_path, protocol, (&parts, body), &request_id, started).await;
-    drop(in_progress);
-    if let Some(metrics) = &state.metrics {
-        metrics.observe_http_cached(method, route, response.status, started.elapsed());
+    let counting = state.metrics.as_ref().map(|m| m.native_request(method, route));
+    let mut counted = Counted { arrived_ms: now_ms(), ..Counted::default() };
+    let response =
+        answer(state, api, sub_path, protocol, (&parts, body), &request_id, &mut counted).await;
+    count(state, &counted, &response, started.elapsed(), counting);
+    finish(response, &request_id, counted.verdict)
+}
+
+/// Counts an answer in the analytics tally and the metrics.
+fn count(
+    state: &AppState,
+    counted: &Counted,
+    response: &MockResponse,
+    took: std::time::Duration,
+    counting: Option<crate::metrics::NativeRequest<'_>>,
+) {
+    let none = crate::analytics::none_ref();
+    let endpoint = counted.matched.as_ref().map_or(none, |m| &m.label);
+    // As at the edge, requests are counted once an API answered them (not a slug that
+    // names none).
+    if let (Some(tally), Some(engine)) = (&state.tally, &counted.engine) {
+        let labels = engine.labels();
+        let row = crate::analytics::NativeRow {
+            api_id: &labels.api_id,
+            workspace_id: &labels.workspace_id,
+            endpoint,
+            at_ms: counted.arrived_ms,
+            status: response.status,
+        };
+        let sample = crate::analytics::Sample {
+            latency_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
+            response_bytes: response.body.len() as u64,
+            ..counted.sample
+        };
+        tally.add(row, &sample);
     }
-    finish(response, &request_id, verdict)
+    if let Some(counting) = counting {
+        let api = counted.engine.as_ref().map_or(none, |e| &e.labels().api_slug);
+        let mock = crate::metrics::NativeMock { api, endpoint };
+        counting.done(response.status, took, mock);
+    }
 }
 
 /// The compiled API published under `api`, as REST, GraphQL and WebSocket mocks all need it:
@@ -181,52 +214,6 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
     }
 }
 
-/// The answer, counted in the analytics tally and the mock metrics.
-async fn serve(
-    state: &AppState,
-    api: &str,
-    path: &str,
-    protocol: Protocol,
-    request: (&Parts, Body),
-    request_id: &str,
-    started: std::time::Instant,
-) -> (MockResponse, Option<crate::rate_limit::Verdict>) {
-    let arrived_ms = now_ms();
-    let method = crate::metrics::method_label(request.0.method.as_str());
-    let mut counted = Counted { arrived_ms, ..Counted::default() };
-    let response = answer(state, api, path, protocol, request, request_id, &mut counted).await;
-    let took = started.elapsed();
-    // As at the edge, requests are counted once an API answered them (not a slug that
-    // names none).
-    if let (Some(tally), Some(engine)) = (&state.tally, &counted.engine) {
-        let labels = engine.labels();
-        let key = crate::analytics::RollupKey {
-            api_id: labels.api_id.clone(),
-            minute_ms: crate::analytics::minute_of(arrived_ms),
-            source: crate::analytics::native_source(),
-            endpoint: counted
-                .matched
-                .as_ref()
-                .map_or_else(crate::analytics::none_label, |m| m.label.clone()),
-            status: response.status,
-            country: crate::analytics::none_label(),
-        };
-        let sample = crate::analytics::Sample {
-            latency_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
-            response_bytes: response.body.len() as u64,
-            ..counted.sample
-        };
-        tally.add(key, &labels.workspace_id, &sample);
-    }
-    if let Some(metrics) = &state.metrics {
-        let none = crate::analytics::none_label;
-        let api = counted.engine.as_ref().map_or_else(none, |e| e.labels().api_slug.clone());
-        let endpoint = counted.matched.as_ref().map_or_else(none, |m| m.label.clone());
-        metrics.observe_native_mock(api, method, endpoint, response.status, took);
-    }
-    (response, counted.verdict)
-}
-
 /// What a mock answer is counted under, beyond the request itself.
 #[derive(Default)]
 struct Counted {
@@ -235,7 +222,7 @@ struct Counted {
     /// The API that answered; `None` when no API has the slug.
     engine: Option<std::sync::Arc<edgemock_shared::Engine>>,
     /// The endpoint (or GraphQL operation) that matched.
-    matched: Option<edgemock_shared::Matched>,
+    matched: Option<std::sync::Arc<edgemock_shared::Matched>>,
     /// What the analytics count besides status, latency and the response's size.
     sample: crate::analytics::Sample,
     /// The rate limit's verdict, for the headers of an answer the mock gave (not of a
@@ -252,13 +239,29 @@ async fn answer(
     request_id: &str,
     counted: &mut Counted,
 ) -> MockResponse {
-    let now_ms = counted.arrived_ms;
     let engine = match load(state, api, request_id).await {
         Ok(engine) => engine,
         Err(refusal) => return refusal,
     };
-    counted.engine = Some(engine.clone());
-    let verdict = match limit(state, &engine).await {
+    let response = answer_with(state, &engine, api, path, protocol, (parts, body), counted).await;
+    // Moved, not cloned: every clone of the engine's reference count is a write to a line
+    // that every core answering the API shares.
+    counted.engine = Some(engine);
+    response
+}
+
+/// [`answer`], once the API is loaded.
+async fn answer_with(
+    state: &AppState,
+    engine: &edgemock_shared::Engine,
+    api: &str,
+    path: &str,
+    protocol: Protocol,
+    (parts, body): (&Parts, Body),
+    counted: &mut Counted,
+) -> MockResponse {
+    let now_ms = counted.arrived_ms;
+    let verdict = match limit(state, engine).await {
         Ok(verdict) => verdict,
         Err(refusal) => return refusal,
     };
