@@ -69,9 +69,12 @@ pub async fn serve_native(state: &AppState, request: Request) -> Response {
             (rest.strip_suffix('/').unwrap_or(rest), "/", Protocol::Graphql)
         }
     };
-    let request_id = request_id(&parts.headers);
+    // One reading of the clock for the request id, the rate limit's window, the engine and
+    // the analytics' minute.
+    let arrived_ms = now_ms();
+    let request_id = request_id_at(&parts.headers, arrived_ms);
     let counting = state.metrics.as_ref().map(|m| m.native_request(method, route));
-    let mut counted = Counted { arrived_ms: now_ms(), ..Counted::default() };
+    let mut counted = Counted { arrived_ms, ..Counted::default() };
     let response =
         answer(state, api, sub_path, protocol, (&parts, body), &request_id, &mut counted).await;
     count(state, &counted, &response, started.elapsed(), counting);
@@ -152,11 +155,12 @@ pub(super) async fn load(
 pub(super) async fn limit(
     state: &AppState,
     engine: &edgemock_shared::Engine,
+    now_ms: i64,
 ) -> Result<Option<crate::rate_limit::Verdict>, MockResponse> {
     let workspace = &engine.snapshot().workspace;
     let (limit, tier) = state.rate_limits.for_workspace(workspace);
     let scope = crate::rate_limit::Scope::Workspace;
-    let verdict = state.limiter.count(scope, &workspace.id, limit, tier, now_ms()).await;
+    let verdict = state.limiter.count(scope, &workspace.id, limit, tier, now_ms).await;
     let Some(refused) = verdict.filter(|v| !v.allowed) else { return Ok(verdict) };
     if let Some(metrics) = &state.metrics {
         metrics.rate_limited("workspace");
@@ -191,11 +195,16 @@ pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 /// otherwise a new one (as the edge does, and as the router's first layer does for other
 /// routes).
 pub(super) fn request_id(headers: &HeaderMap) -> String {
+    request_id_at(headers, now_ms())
+}
+
+/// [`request_id`], a new one made at `now_ms`.
+fn request_id_at(headers: &HeaderMap, now_ms: i64) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(edgemock_shared::request::sane_request_id)
-        .map_or_else(new_request_id, str::to_owned)
+        .map_or_else(|| new_request_id_at(now_ms), str::to_owned)
 }
 
 pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> MockResponse {
@@ -261,7 +270,7 @@ async fn answer_with(
     counted: &mut Counted,
 ) -> MockResponse {
     let now_ms = counted.arrived_ms;
-    let verdict = match limit(state, engine).await {
+    let verdict = match limit(state, engine, now_ms).await {
         Ok(verdict) => verdict,
         Err(refusal) => return refusal,
     };
@@ -339,9 +348,14 @@ pub(super) fn seed() -> u64 {
 
 /// A UUIDv7 (time-ordered, like the control plane's ids) for a request without one.
 pub(super) fn new_request_id() -> String {
+    new_request_id_at(now_ms())
+}
+
+/// [`new_request_id`], made at `now_ms`.
+fn new_request_id_at(now_ms: i64) -> String {
     let mut random = [0u8; 10];
     RNG.with(|rng| rand::Rng::fill_bytes(&mut *rng.borrow_mut(), &mut random));
-    let millis = u64::try_from(now_ms()).unwrap_or_default();
+    let millis = u64::try_from(now_ms).unwrap_or_default();
     let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
     // Encoded directly: `to_string` goes through the formatting machinery.
     uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()

@@ -116,7 +116,7 @@ async fn accept(
     // The router's first layer put it there (the same id `connect` answers with).
     let engine = load(state, api, &request_id(&headers)).await?;
     // A handshake counts against the workspace's limit, as at the edge.
-    limit(state, &engine).await?;
+    limit(state, &engine, crate::db::now_ms()).await?;
     let Some(ws) = engine.websocket(&path) else {
         return Err(error(
             404,
