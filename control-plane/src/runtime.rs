@@ -396,7 +396,7 @@ impl Runtime {
     /// policy; an answer the edge would give, including its 502 and 504 errors.
     pub async fn forward(
         &self,
-        request: &edgemock_shared::Request,
+        request: &edgemock_shared::Request<'_>,
         directive: &ProxyDirective,
         cookie_path: &str,
     ) -> MockResponse {
@@ -431,7 +431,7 @@ async fn forward(
     http: &reqwest::Client,
     policy: ProxyPolicy,
     default_timeout_ms: u32,
-    request: &edgemock_shared::Request,
+    request: &edgemock_shared::Request<'_>,
     directive: &ProxyDirective,
     cookie_path: &str,
 ) -> MockResponse {
@@ -459,7 +459,7 @@ async fn forward(
         .body(request.body.clone());
     for (name, value) in &request.headers {
         if forward_request_header(name, directive) {
-            builder = builder.header(name, value);
+            builder = builder.header(name.as_ref(), value.as_ref());
         }
     }
     for (name, value) in directive.headers.add.iter().chain(&directive.headers.set) {
@@ -489,7 +489,7 @@ async fn forward(
     for (name, value) in response.headers() {
         let Ok(value) = value.to_str() else { continue };
         if let Some(value) = pass_response_header(name.as_str(), value, cookie_path) {
-            headers.push((name.to_string(), value));
+            headers.push((name.to_string().into(), value));
         }
     }
     headers.push(("x-mock-proxied".into(), "true".into()));
@@ -512,7 +512,7 @@ async fn forward(
 /// a connection.)
 pub async fn respond(
     runtime: &Runtime,
-    request: &edgemock_shared::Request,
+    request: &edgemock_shared::Request<'_>,
     outcome: Outcome,
     api: &str,
 ) -> MockResponse {

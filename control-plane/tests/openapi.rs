@@ -183,12 +183,12 @@ fn conformance_with(
                 None => format!("code={name}"),
             };
             let request = Request {
-                method: op.method.clone(),
-                path: path.clone(),
-                query: String::new(),
+                method: op.method.as_str().into(),
+                path: path.as_str().into(),
+                query: "".into(),
                 headers: vec![
                     ("content-type".into(), "application/json".into()),
-                    ("prefer".into(), prefer.clone()),
+                    ("prefer".into(), prefer.as_str().into()),
                 ],
                 body: body.clone().into_bytes(),
             };
@@ -261,9 +261,9 @@ fn conformance_with(
                 .find(|b| !validator.is_valid(b));
             if let Some(broken) = broken {
                 let request = Request {
-                    method: op.method.clone(),
-                    path: path.clone(),
-                    query: String::new(),
+                    method: op.method.as_str().into(),
+                    path: path.as_str().into(),
+                    query: "".into(),
                     headers: vec![("content-type".into(), "application/json".into())],
                     body: broken.to_string().into_bytes(),
                 };

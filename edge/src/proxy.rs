@@ -38,7 +38,7 @@ pub const MAX_TIMEOUT_MS: u32 = 30_000;
 /// Forwards `request` as `directive` says and returns the upstream's answer, with the size
 /// of its body (`None` for the edge's own errors).
 pub async fn forward(
-    request: &edgemock_shared::Request,
+    request: &edgemock_shared::Request<'_>,
     directive: &ProxyDirective,
     policy: ProxyPolicy,
     default_timeout_ms: u32,
@@ -64,7 +64,7 @@ pub async fn forward(
     for (name, value) in &directive.headers.set {
         headers.set(name, value)?;
     }
-    let method = Method::from(request.method.clone());
+    let method = Method::from(request.method.to_string());
     if !method.as_ref().eq_ignore_ascii_case(&request.method) {
         // worker::Method would turn it into GET: refuse rather than send something else.
         return own_error(

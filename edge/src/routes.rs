@@ -92,9 +92,13 @@ fn random_seed() -> u64 {
 
 /// The request as the engine sees it: `path` below the API prefix, raw query, headers,
 /// body bytes.
-async fn to_engine_request(req: &mut Request, path: &str) -> Result<edgemock_shared::Request> {
+async fn to_engine_request(
+    req: &mut Request,
+    path: &str,
+) -> Result<edgemock_shared::Request<'static>> {
     let url = req.url()?;
-    let headers = req.headers().entries().collect();
+    // The Worker's request is JavaScript's: its text is copied into the engine's request.
+    let headers = req.headers().entries().map(|(k, v)| (k.into(), v.into())).collect();
     // The method as sent: `worker::Method` maps methods it does not know (PROPFIND …) to GET.
     let method = req.inner().method().to_ascii_uppercase();
     let body = match method.as_str() {
@@ -102,9 +106,9 @@ async fn to_engine_request(req: &mut Request, path: &str) -> Result<edgemock_sha
         _ => req.bytes().await.unwrap_or_default(),
     };
     Ok(edgemock_shared::Request {
-        method,
-        path: path.to_owned(),
-        query: url.query().unwrap_or_default().to_owned(),
+        method: method.into(),
+        path: path.to_owned().into(),
+        query: url.query().unwrap_or_default().to_owned().into(),
         headers,
         body,
     })

@@ -36,7 +36,7 @@ fn now_ms() -> i64 {
 pub fn accept(
     engine: Rc<Engine>,
     ws: usize,
-    handshake: EngineRequest,
+    handshake: EngineRequest<'static>,
     seed: impl Fn() -> u64 + 'static,
 ) -> Result<Response> {
     let pair = WebSocketPair::new()?;

@@ -75,7 +75,7 @@ fn order_body() -> Vec<u8> {
     bytes
 }
 
-fn request(method: &str, path: &str, query: &str, body: Vec<u8>) -> Request {
+fn request<'a>(method: &'a str, path: &'a str, query: &'a str, body: Vec<u8>) -> Request<'a> {
     Request {
         method: method.into(),
         path: path.into(),

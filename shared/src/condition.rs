@@ -478,7 +478,7 @@ impl CompiledPredicate {
                     .headers
                     .iter()
                     .filter(|(k, _)| k.eq_ignore_ascii_case(n))
-                    .map(|(_, v)| v.as_str()),
+                    .map(|(_, v)| v.as_ref()),
             )),
             (Source::Cookie(n), _) => f(&texts(
                 request.cookie_pairs().iter().filter(|(k, _)| k == n).map(|(_, v)| v.as_str()),
@@ -565,7 +565,7 @@ mod tests {
     use super::*;
     use crate::request::Request;
 
-    fn request() -> Request {
+    fn request() -> Request<'static> {
         Request {
             method: "POST".into(),
             path: "/orders/42".into(),
@@ -589,7 +589,7 @@ mod tests {
         let c: Condition = serde_json::from_value(condition.clone()).unwrap();
         let compiled = CompiledCondition::compile("when", &c).unwrap();
         let r = request();
-        let mut view = RequestView::new(&r, vec![("id".into(), "42".into())]);
+        let mut view = RequestView::new(&r, vec![("id", "42".into())]);
         view.variables = Some(json!({"id": 7, "filter": {"tags": ["x", "y"]}}));
         assert_eq!(compiled.eval(&view), want, "{condition}");
         assert_eq!(compiled.explain(&view).is_none(), want, "{condition}");

@@ -36,7 +36,7 @@ use crate::model::{
     WsMessage,
 };
 use crate::request::{Request, RequestView};
-use crate::response::MockResponse;
+use crate::response::{HeaderText, MockResponse};
 use crate::routing::normalize_pattern;
 use crate::snapshot::Snapshot;
 use crate::template::{Context, Fields, RenderInput, TemplateId, Templates};
@@ -192,7 +192,7 @@ impl Outcome {
 fn json_response(status: u16, body: &Value) -> MockResponse {
     MockResponse {
         status,
-        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        headers: vec![("content-type".into(), "application/json".to_owned())],
         body: serde_json::to_vec(body).unwrap_or_default().into(),
     }
 }
@@ -205,7 +205,7 @@ fn error_response(status: u16, code: &str, message: &str, extra: Value) -> MockR
     let mut response = json_response(status, &json!({ "error": error }));
     // Tells edgemock's own errors apart from mocked ones with the same status (a mocked 404
     // has no such header); hosts add the request id to these bodies.
-    response.headers.push((ERROR_HEADER.to_owned(), code.to_owned()));
+    response.headers.push((ERROR_HEADER.into(), code.to_owned()));
     response
 }
 
@@ -312,7 +312,16 @@ fn render_json_segments(
     templates: &Templates,
     ctx: &Context<'_, '_>,
 ) -> std::result::Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+    // Sized once for the text and a short value per template: growing the vector as it
+    // fills cost a reallocation or two per answer.
+    let text: usize = segments
+        .iter()
+        .map(|s| match s {
+            JsonSegment::Text(bytes) => bytes.len(),
+            JsonSegment::Template(_) => 32,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(text);
     for segment in segments {
         match segment {
             JsonSegment::Text(bytes) => out.extend_from_slice(bytes),
@@ -842,7 +851,7 @@ impl CompiledResponse {
             .headers
             .iter()
             .filter_map(|(k, t)| match t {
-                Text::Fixed(v) => Some((k.clone(), v.clone())),
+                Text::Fixed(v) => Some((k.clone().into(), v.clone())),
                 Text::Template(_) => None,
             })
             .collect();
@@ -854,9 +863,9 @@ impl CompiledResponse {
         Some(self.finish(headers, body))
     }
 
-    fn finish(&self, mut headers: Vec<(String, String)>, body: Vec<u8>) -> MockResponse {
+    fn finish(&self, mut headers: Vec<(HeaderText, String)>, body: Vec<u8>) -> MockResponse {
         if !body.is_empty() && !has_header(&headers, "content-type") {
-            headers.push(("content-type".to_owned(), self.content_type.to_owned()));
+            headers.push(("content-type".into(), self.content_type.to_owned()));
         }
         MockResponse { status: self.status, headers, body: body.into() }
     }
@@ -883,7 +892,7 @@ impl CompiledResponse {
             let rendered = text(value, &|| format!("{}.headers.{name}", self.field))?;
             // A rendered value must still be a valid header value; drop line breaks.
             let clean: String = rendered.chars().filter(|c| !c.is_control()).collect();
-            headers.push((name.clone(), clean));
+            headers.push((name.clone().into(), clean));
         }
         let field = || format!("{}.body", self.field);
         let body = match &self.body {
@@ -944,8 +953,8 @@ fn render_json(
     })
 }
 
-fn has_header(headers: &[(String, String)], name: &str) -> bool {
-    headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+fn has_header<N: AsRef<str>>(headers: &[(N, String)], name: &str) -> bool {
+    headers.iter().any(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
 }
 
 /// The seed of a rendering's own random choices: the request's seed, mixed (splitmix64's
@@ -1149,9 +1158,8 @@ impl Engine {
         if let Some(preflight) = self.preflight(request) {
             return preflight;
         }
-        let method = request.method.as_str();
+        let method = &*request.method;
         let (candidates, params) = self.candidates(method, &request.path);
-        let params = decode_params(params);
         let view = RequestView::new(request, params);
         let Some(index) = candidates
             .iter()
@@ -1368,23 +1376,22 @@ impl Engine {
     }
 
     /// Endpoints whose method and pattern match, best first, with the captured parameters.
-    fn candidates<'p>(&self, method: &str, path: &'p str) -> (Vec<usize>, Vec<(String, &'p str)>) {
-        let lookup = |router: &matchit::Router<usize>| {
-            router.at(path).ok().map(|m| {
-                let params: Vec<(String, &'p str)> =
-                    m.params.iter().map(|(k, v)| (k.to_owned(), v)).collect();
-                (*m.value, params)
-            })
+    fn candidates<'a>(
+        &'a self,
+        method: &str,
+        path: &'a str,
+    ) -> (std::borrow::Cow<'a, [usize]>, Params<'a>) {
+        let lookup = |router: &'a matchit::Router<usize>| {
+            router.at(path).ok().map(|m| (*m.value, decode_params(&m.params)))
         };
         let exact = self.by_method.get(method).and_then(lookup).or_else(|| {
             // HEAD is answered by GET endpoints, as HTTP servers do.
             (method == "HEAD").then(|| self.by_method.get("GET").and_then(lookup)).flatten()
         });
         let any = lookup(&self.any);
-        let mut out = Vec::new();
-        let mut params = Vec::new();
         match (exact, any) {
             (Some((g, p)), Some((h, q))) => {
+                let mut out = Vec::new();
                 // Merge by priority; an exact method wins ties over ANY.
                 let (a, b) = (&self.groups[g], &self.groups[h]);
                 let (mut i, mut j) = (0, 0);
@@ -1400,15 +1407,13 @@ impl Engine {
                     }
                 }
                 // Parameters of the best match; both patterns rarely capture differently.
-                params = if out.first() == a.first() { p } else { q };
+                let params = if out.first() == a.first() { p } else { q };
+                (out.into(), params)
             }
-            (Some((g, p)), None) | (None, Some((g, p))) => {
-                out.extend(&self.groups[g]);
-                params = p;
-            }
-            (None, None) => {}
+            // One group (nearly always): borrowed as the engine holds it.
+            (Some((g, p)), None) | (None, Some((g, p))) => (self.groups[g].as_slice().into(), p),
+            (None, None) => (Vec::new().into(), Vec::new()),
         }
-        (out, params)
     }
 
     fn priority(&self, endpoint: usize) -> i32 {
@@ -1690,15 +1695,15 @@ impl Engine {
         self.ws_render(send, &view, Some(message), now_ms, seed)
     }
 
-    fn ws_view<'r>(&self, ws: usize, request: &'r Request) -> RequestView<'r> {
+    fn ws_view<'r>(&'r self, ws: usize, request: &'r Request) -> RequestView<'r> {
         let params = self
             .ws_router
             .at(&request.path)
             .ok()
             .filter(|m| *m.value == ws)
-            .map(|m| m.params.iter().map(|(k, v)| (k.to_owned(), v)).collect::<Vec<_>>())
+            .map(|m| decode_params(&m.params))
             .unwrap_or_default();
-        RequestView::new(request, decode_params(params))
+        RequestView::new(request, params)
     }
 
     fn ws_render(
@@ -1740,7 +1745,7 @@ impl CompiledEndpoint {
 fn decorate(response: &mut MockResponse, base: &[(String, String)], cache: Option<&CacheSettings>) {
     for (k, v) in base {
         if !has_header(&response.headers, k) {
-            response.headers.push((k.clone(), v.clone()));
+            response.headers.push((k.clone().into(), v.clone()));
         }
     }
     if let Some(cache) = cache
@@ -1757,7 +1762,7 @@ fn decorate(response: &mut MockResponse, base: &[(String, String)], cache: Optio
 /// Turns a served response into a 304 when `If-None-Match` matches its ETag.
 fn conditional(request: &Request, outcome: &mut Outcome) {
     let r = &outcome.response;
-    if !matches!(request.method.as_str(), "GET" | "HEAD") || !(200..300).contains(&r.status) {
+    if !matches!(&*request.method, "GET" | "HEAD") || !(200..300).contains(&r.status) {
         return;
     }
     let view = RequestView::new(request, vec![]);
@@ -1803,10 +1808,14 @@ fn validation_errors(
     (!errors.is_empty()).then_some(errors)
 }
 
-fn decode_params(params: Vec<(String, &str)>) -> Vec<(String, String)> {
+/// Captured path parameters: names as the router holds them, values percent-decoded (a
+/// value without escapes is borrowed from the path, not copied).
+type Params<'a> = Vec<(&'a str, std::borrow::Cow<'a, str>)>;
+
+fn decode_params<'a>(params: &matchit::Params<'a, 'a>) -> Params<'a> {
     params
-        .into_iter()
-        .map(|(k, v)| (k, percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()))
+        .iter()
+        .map(|(k, v)| (k, percent_encoding::percent_decode_str(v).decode_utf8_lossy()))
         .collect()
 }
 
@@ -1881,7 +1890,7 @@ mod tests {
             headers: vec![("X-H".into(), "tab\there".into())],
             body: Vec::new(),
         };
-        let view = RequestView::new(&request, vec![("id".into(), "7\u{7f}<".into())]);
+        let view = RequestView::new(&request, vec![("id", "7\u{7f}<".into())]);
         let input = RenderInput { request: &view, now_ms: 0, seed: 1, message: None };
         let ctx = Context::new(&input);
         let want =
@@ -1925,7 +1934,7 @@ mod tests {
         Engine::from_snapshot(snapshot(endpoints, json!({}))).unwrap()
     }
 
-    fn req(method: &str, target: &str) -> Request {
+    fn req<'a>(method: &'a str, target: &'a str) -> Request<'a> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         Request {
             method: method.into(),
@@ -1935,8 +1944,9 @@ mod tests {
         }
     }
 
-    fn with(mut r: Request, headers: &[(&str, &str)], body: &str) -> Request {
-        r.headers = headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    fn with<'a>(mut r: Request<'a>, headers: &[(&str, &str)], body: &str) -> Request<'a> {
+        r.headers =
+            headers.iter().map(|(k, v)| ((*k).to_owned().into(), (*v).to_owned().into())).collect();
         r.body = body.as_bytes().to_vec();
         r
     }

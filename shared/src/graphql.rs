@@ -275,7 +275,7 @@ mod tests {
         let post = |body: &str, ct: &str| Request {
             method: "POST".into(),
             path: "/".into(),
-            headers: vec![("content-type".into(), ct.into())],
+            headers: vec![("content-type".into(), ct.to_owned().into())],
             body: body.as_bytes().to_vec(),
             ..Default::default()
         };

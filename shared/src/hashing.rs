@@ -120,11 +120,11 @@ mod tests {
 
     use super::*;
 
-    fn req(query: &str, body: &str) -> Request {
+    fn req(query: &str, body: &str) -> Request<'static> {
         Request {
             method: "POST".into(),
             path: "/orders".into(),
-            query: query.into(),
+            query: query.to_owned().into(),
             headers: vec![],
             body: body.as_bytes().to_vec(),
         }
@@ -240,7 +240,10 @@ mod tests {
     #[test]
     fn principals_tell_credentials_apart() {
         let with = |h: &[(&str, &str)]| Request {
-            headers: h.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            headers: h
+                .iter()
+                .map(|(k, v)| ((*k).to_owned().into(), (*v).to_owned().into()))
+                .collect(),
             ..Default::default()
         };
         assert_eq!(principal(&with(&[("x-trace", "1")])), "anonymous");

@@ -53,7 +53,7 @@ pub use model::{
     ApiRef, Body, EndpointDefinition, MethodSpec, ResponseDefinition, StaticResponse, WorkspaceRef,
 };
 pub use request::{Request, RequestView};
-pub use response::MockResponse;
+pub use response::{HeaderText, MockResponse};
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, Snapshot, SnapshotEndpoint};
 
 /// The JSON Schema of the snapshot format (and so of every definition type in it),

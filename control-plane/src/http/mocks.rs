@@ -10,6 +10,8 @@
 //! cost more than the engine. Slugs and paths are split from the raw path as the edge splits
 //! them (`edge/src/routes.rs`), so both answer the same to odd paths.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
@@ -175,20 +177,29 @@ pub(super) async fn limit(
         json!({ "limit": refused.limit, "retry_after_seconds": refused.reset_seconds }),
     );
     response.headers.push(("retry-after".into(), refused.reset_seconds.to_string()));
-    response.headers.extend(refused.headers().map(|(n, v)| (n.to_owned(), v)));
+    response.headers.extend(refused.headers().map(|(n, v)| (n.into(), v)));
     Err(response)
 }
 
 /// Request headers as the engine reads them (values that are not text are left out, as at
 /// the edge).
-pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+pub(super) fn engine_headers(headers: &HeaderMap) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     let mut out = Vec::with_capacity(headers.len());
     out.extend(
-        headers
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned()))),
+        headers.iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().into(), v.into()))),
     );
     out
+}
+
+/// The method as the engine reads it, upper-case: hyper's own text (no copy) for the
+/// standard methods and any other already in upper case.
+pub(super) fn engine_method(method: &Method) -> Cow<'_, str> {
+    let text = method.as_str();
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(text.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// The request's id: the client's (or the edge's) `x-request-id` when it is a sane token,
@@ -290,9 +301,9 @@ async fn answer_with(
         }
     };
     let request = edgemock_shared::Request {
-        method: parts.method.as_str().to_ascii_uppercase(),
-        path: path.to_owned(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
+        method: engine_method(&parts.method),
+        path: path.into(),
+        query: parts.uri.query().unwrap_or_default().into(),
         headers: engine_headers(&parts.headers),
         body,
     };

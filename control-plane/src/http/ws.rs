@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::AppState;
-use super::mocks::{engine_headers, error, finish, limit, load, request_id, seed};
+use super::mocks::{engine_headers, engine_method, error, finish, limit, load, request_id, seed};
 use crate::db::now_ms;
 
 /// Longest message a mock reads: the edge's `MAX_MESSAGE_BYTES`. The edge ignores a longer
@@ -149,12 +149,13 @@ async fn accept(
         )
     })?;
     let handshake = edgemock_shared::Request {
-        method: method.as_str().to_ascii_uppercase(),
-        path,
-        query: uri.query().unwrap_or_default().to_owned(),
+        method: engine_method(&method),
+        path: path.into(),
+        query: uri.query().unwrap_or_default().into(),
         headers: engine_headers(&headers),
         body: Vec::new(),
-    };
+    }
+    .into_owned();
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -179,7 +180,7 @@ async fn run(
     mut socket: WebSocket,
     engine: Arc<Engine>,
     ws: usize,
-    handshake: edgemock_shared::Request,
+    handshake: edgemock_shared::Request<'static>,
 ) {
     let (outbox, mut queued) = mpsc::channel::<String>(OUTBOX_MESSAGES);
     // Dropping the set aborts its tasks: nothing outlives the connection.

@@ -45,8 +45,8 @@ fn call(
     let request = Request {
         method: method.into(),
         path: path.into(),
-        query: String::new(),
-        headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        query: "".into(),
+        headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
         body: body.as_bytes().to_vec(),
     };
     let outcome = engine.handle(&request, 0, 1);
