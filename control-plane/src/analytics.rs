@@ -310,7 +310,9 @@ impl Tally {
         let mut taken = rows.len();
         self.0.shards.each(|shard| {
             taken += shard.rows.len();
-            for (key, row) in shard.rows.drain() {
+            // Taken whole, not drained: a drained map keeps its capacity, and a thread that
+            // once counted many rows would hold their room for good.
+            for (key, row) in std::mem::take(&mut shard.rows) {
                 let key = RollupKey {
                     api_id: row.api_id,
                     minute_ms: key.minute_ms,

@@ -470,7 +470,7 @@ impl CompiledPredicate {
     fn with_values<R>(&self, request: &RequestView<'_>, f: impl FnOnce(&[Actual<'_>]) -> R) -> R {
         match (&self.source, &self.selector) {
             (Source::Query(n), _) => f(&texts(
-                request.query_pairs().iter().filter(|(k, _)| k == n).map(|(_, v)| v.as_str()),
+                request.query_pairs().iter().filter(|(k, _)| k == n).map(|(_, v)| v.as_ref()),
             )),
             (Source::Header(n), _) => f(&texts(
                 request

@@ -55,7 +55,7 @@ pub struct RequestView<'r> {
     pub params: Vec<(&'r str, Cow<'r, str>)>,
     /// GraphQL variables, when the request is a GraphQL operation.
     pub variables: Option<Value>,
-    query: OnceCell<Vec<(String, String)>>,
+    query: OnceCell<Vec<(Cow<'r, str>, Cow<'r, str>)>>,
     cookies: OnceCell<Vec<(String, String)>>,
     json: OnceCell<Option<Value>>,
 }
@@ -72,18 +72,15 @@ impl<'r> RequestView<'r> {
         }
     }
 
-    /// Query pairs, percent-decoded (`+` as space), in request order.
-    pub fn query_pairs(&self) -> &[(String, String)] {
-        self.query.get_or_init(|| {
-            form_urlencoded::parse(self.request.query.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
+    /// Query pairs, percent-decoded (`+` as space), in request order; borrowed from the
+    /// query where they need no decoding.
+    pub fn query_pairs(&self) -> &[(Cow<'r, str>, Cow<'r, str>)] {
+        self.query.get_or_init(|| form_urlencoded::parse(self.request.query.as_bytes()).collect())
     }
 
     /// The first value of query parameter `name`.
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query_pairs().iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query_pairs().iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())
     }
 
     /// The first value of header `name` (case-insensitive).

@@ -620,8 +620,8 @@ fn request_value(view: &RequestView<'_>, fields: Fields) -> Value {
         let mut query: BTreeMap<String, Value> = BTreeMap::new();
         let mut query_all: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for (k, v) in view.query_pairs() {
-            query.entry(k.clone()).or_insert_with(|| Value::from(v.as_str()));
-            query_all.entry(k.clone()).or_default().push(Value::from(v.as_str()));
+            query.entry(k.to_string()).or_insert_with(|| Value::from(v.as_ref()));
+            query_all.entry(k.to_string()).or_default().push(Value::from(v.as_ref()));
         }
         m.insert("query", Value::from(query));
         m.insert("query_all", Value::from(query_all));
