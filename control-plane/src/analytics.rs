@@ -306,7 +306,7 @@ impl Tally {
 
     /// Every row held, the shards' folded together, and the tally emptied.
     fn take(&self) -> Rollups {
-        let mut rows = std::mem::take(&mut *lock(&self.0.retry));
+        let mut rows = std::mem::take(&mut *crate::shards::lock(&self.0.retry));
         let mut taken = rows.len();
         self.0.shards.each(|shard| {
             taken += shard.rows.len();
@@ -330,7 +330,7 @@ impl Tally {
 
     /// Puts rows whose write failed back, to be written with the next ones.
     fn restore(&self, failed: Rollups) {
-        let mut retry = lock(&self.0.retry);
+        let mut retry = crate::shards::lock(&self.0.retry);
         for (key, row) in failed {
             if let Some(mine) = retry.get_mut(&key) {
                 mine.counts.merge(&row.counts);
@@ -343,10 +343,6 @@ impl Tally {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Adds `counts` to `rows` under `key`.

@@ -46,8 +46,9 @@ impl<T> Sharded<T> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while a shard was held leaves counts, not broken invariants: keep counting.
+/// `mutex`, locked even if a thread panicked while holding it: what these mutexes guard are
+/// counts, not invariants a panic could break, so counting goes on.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
