@@ -394,7 +394,7 @@ pub(super) fn finish(
     for (name, value) in response.headers {
         overridden |= name.len() >= 12
             && (name.eq_ignore_ascii_case("x-request-id")
-                || name[..12].eq_ignore_ascii_case("x-ratelimit-"));
+                || name.as_bytes()[..12].eq_ignore_ascii_case(b"x-ratelimit-"));
         // The value's bytes move into the header as they are (no copy); a standard name is
         // a constant of `http`, only other names are copied.
         let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes()));
