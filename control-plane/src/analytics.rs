@@ -271,8 +271,7 @@ impl Tally {
             counted.counts.add(sample);
         } else {
             // A new row: the only time the shards' threads touch a shared line.
-            if self.0.rows.fetch_add(1, Ordering::Relaxed) >= MAX_KEYS {
-                self.0.rows.fetch_sub(1, Ordering::Relaxed);
+            if !self.reserve_row() {
                 drop(shard);
                 self.0.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -290,6 +289,15 @@ impl Tally {
             );
         }
         shard.counted += 1;
+    }
+
+    /// Room for one more row, if the tally holds fewer than [`MAX_KEYS`].
+    fn reserve_row(&self) -> bool {
+        let held = self.0.rows.fetch_add(1, Ordering::Relaxed);
+        if held >= MAX_KEYS {
+            self.0.rows.fetch_sub(1, Ordering::Relaxed);
+        }
+        held < MAX_KEYS
     }
 
     /// Requests counted since start, and requests that could not be counted.
@@ -334,10 +342,9 @@ impl Tally {
         for (key, row) in failed {
             if let Some(mine) = retry.get_mut(&key) {
                 mine.counts.merge(&row.counts);
-            } else if self.0.rows.fetch_add(1, Ordering::Relaxed) < MAX_KEYS {
+            } else if self.reserve_row() {
                 retry.insert(key, row);
             } else {
-                self.0.rows.fetch_sub(1, Ordering::Relaxed);
                 let lost = u64::try_from(row.counts.requests).unwrap_or_default();
                 self.0.dropped.fetch_add(lost, Ordering::Relaxed);
             }

@@ -273,10 +273,7 @@ impl Metrics {
     /// `http_requests_in_progress` until [`NativeRequest::done`] counts it, or until it is
     /// dropped (a request whose client went away).
     pub fn native_request(&self, method: &'static str, route: &'static str) -> NativeRequest<'_> {
-        let mut shard = self.native.mine();
-        let key = (address(method), address(route));
-        shard.in_progress.entry(key).or_insert_with(|| Pending::new(self, method, route)).delta +=
-            1;
+        self.native.mine().move_in_progress(self, method, route, 1);
         NativeRequest { metrics: self, method, route, done: false }
     }
 
@@ -426,6 +423,16 @@ struct MockSeries {
 impl Shard {
     const MAX: usize = 10_000;
 
+    /// Moves `http_requests_in_progress` of `method` and `route` by `by` in this shard. An
+    /// entry, not a lookup: a request may end on another thread than it started on.
+    fn move_in_progress(&mut self, metrics: &Metrics, method: &str, route: &str, by: i64) {
+        let key = (address(method), address(route));
+        self.in_progress
+            .entry(key)
+            .or_insert_with(|| Pending::new(metrics, method, route))
+            .delta += by;
+    }
+
     /// Adds this shard's counts to the registered series, and starts counting from zero.
     fn fold(&mut self) {
         for pending in self.in_progress.values_mut() {
@@ -473,13 +480,8 @@ impl NativeRequest<'_> {
         let seconds = took.as_secs_f64();
         let mut guard = metrics.native.mine();
         let shard = &mut *guard;
+        shard.move_in_progress(metrics, method, route, -1);
         let (method_key, route_key) = (address(method), address(route));
-        // Entered, not looked up: the request may have started on another thread.
-        shard
-            .in_progress
-            .entry((method_key, route_key))
-            .or_insert_with(|| Pending::new(metrics, method, route))
-            .delta -= 1;
         let (count, time) =
             shard.http.entry((method_key, route_key, status)).or_insert_with(|| {
                 let status = status_label(status);
@@ -521,13 +523,7 @@ impl Drop for NativeRequest<'_> {
         if self.done {
             return;
         }
-        let mut shard = self.metrics.native.mine();
-        let key = (address(self.method), address(self.route));
-        shard
-            .in_progress
-            .entry(key)
-            .or_insert_with(|| Pending::new(self.metrics, self.method, self.route))
-            .delta -= 1;
+        self.metrics.native.mine().move_in_progress(self.metrics, self.method, self.route, -1);
     }
 }
 
