@@ -890,9 +890,29 @@ const ANALYTICS_COLUMNS: &[&str] = &[
     "snapshot_source",
 ];
 
-/// Rows per INSERT statement: at 26 to 32 parameters a row, far below SQLite's 32,766 and
-/// PostgreSQL's 65,535 parameters a statement.
+/// Rows per INSERT statement on PostgreSQL: at 26 to 32 parameters a row, far below its
+/// 65,535 parameters a statement, and each statement is a round trip.
 const ANALYTICS_ROWS_PER_STATEMENT: usize = 200;
+
+/// Rows per INSERT statement on SQLite, which has no round trip to save: a statement is
+/// compiled into a program the size of its parameter list, and SQLite allocates it with the
+/// C allocator, whose arenas keep what they once held. At 200 rows, each flush of the
+/// analytics tally left about a megabyte resident per connection; at 16, a full statement is
+/// one small program that each connection keeps prepared.
+const SQLITE_ROWS_PER_STATEMENT: usize = 16;
+
+/// How many rows go into one INSERT, and whether a statement of `rows` rows is kept
+/// prepared: only SQLite's full-size one is, as one statement per connection. Any other
+/// size is another statement, and sqlx would keep up to 100 of them per connection, each a
+/// program of thousands of parameters: megabytes that grew with the variety of traffic
+/// (found by the benchmark's memory figures).
+fn rows_per_statement(sqlite: bool) -> usize {
+    if sqlite { SQLITE_ROWS_PER_STATEMENT } else { ANALYTICS_ROWS_PER_STATEMENT }
+}
+
+fn keep_prepared(sqlite: bool, rows: usize) -> bool {
+    sqlite && rows == SQLITE_ROWS_PER_STATEMENT
+}
 
 /// `(…), (…)` placeholders for a multi-row INSERT of `rows` rows of `width` values.
 /// SQLite gets anonymous `?`: for a numbered one, sqlx asks SQLite for each parameter's name,
@@ -942,15 +962,13 @@ pub async fn insert_analytics_events(
     // overlapping batches lock the same ids in the same order.
     let mut sorted: Vec<_> = events.iter().collect();
     sorted.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-    for chunk in sorted.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
+    for chunk in sorted.chunks(rows_per_statement(sqlite)) {
         let sql = format!(
             "INSERT INTO analytics_events ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
             ANALYTICS_COLUMNS.join(", "),
             row_placeholders(sqlite, chunk.len(), ANALYTICS_COLUMNS.len())
         );
-        // Not kept prepared: a statement per batch size would fill each connection's
-        // statement cache with programs of thousands of parameters (see below).
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql).persistent(keep_prepared(sqlite, chunk.len()));
         for e in chunk {
             query = query
                 .bind(e.id.clone())
@@ -1049,7 +1067,7 @@ pub async fn upsert_analytics_rollups(
     // deadlock by failing one of them (which it did with four concurrent ingest batches).
     let mut rows: Vec<_> = rollups.iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for chunk in rows.chunks(ANALYTICS_ROWS_PER_STATEMENT) {
+    for chunk in rows.chunks(rows_per_statement(sqlite)) {
         let sql = format!(
             "INSERT INTO analytics_rollups ({}) VALUES {} \
              ON CONFLICT (api_id, minute_ms, source, endpoint, status, country) DO UPDATE SET {}",
@@ -1057,11 +1075,7 @@ pub async fn upsert_analytics_rollups(
             row_placeholders(sqlite, chunk.len(), columns.len()),
             updates.join(", ")
         );
-        // Not kept prepared: each number of rows is another statement, and sqlx would keep
-        // up to 100 of them per connection, each a program for up to 200 rows of 40
-        // columns: megabytes that grew with the variety of traffic (found by the benchmark's
-        // memory figures). Preparing it again costs well under a millisecond a second.
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql).persistent(keep_prepared(sqlite, chunk.len()));
         for (key, row) in chunk {
             let c = &row.counts;
             query = query
