@@ -19,7 +19,7 @@ use prometheus::{
 };
 
 use crate::db::Db;
-use crate::shards::{Sharded, address};
+use crate::shards::{Sharded, address, lock};
 
 /// Latency buckets, in seconds: sub-millisecond mocks up to slow proxies and imports.
 const BUCKETS: &[f64] =
@@ -33,8 +33,8 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     http_in_progress: IntGaugeVec,
-    mock_requests: IntCounterVec,
-    mock_duration: HistogramVec,
+    /// `mock_requests_total` and `mock_response_duration_seconds` (see [`MockSeries`]).
+    mock: std::sync::Mutex<HashMap<SeriesKey, Totals>>,
     cache_hits: IntCounterVec,
     engine_loads: IntCounterVec,
     cache_misses: IntCounterVec,
@@ -76,7 +76,6 @@ impl Metrics {
     pub fn new(max_connections: u32) -> anyhow::Result<Self> {
         let registry = Registry::new();
         let http_labels = &["method", "route", "status", "workspace"];
-        let mock_labels = &["runtime", "api", "method", "endpoint", "status"];
         let metrics = Self {
             native: Sharded::default(),
             http_requests: IntCounterVec::new(
@@ -95,21 +94,7 @@ impl Metrics {
                 Opts::new("http_requests_in_progress", "HTTP requests being answered"),
                 &["method", "route"],
             )?,
-            mock_requests: IntCounterVec::new(
-                Opts::new(
-                    "mock_requests_total",
-                    "Mock answers, at the edge (from analytics) and in the native runtime",
-                ),
-                mock_labels,
-            )?,
-            mock_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "mock_response_duration_seconds",
-                    "Time to produce a mock answer, delays and proxying included",
-                )
-                .buckets(BUCKETS.to_vec()),
-                mock_labels,
-            )?,
+            mock: std::sync::Mutex::default(),
             cache_hits: IntCounterVec::new(
                 Opts::new("cache_hits_total", "Lookups answered from a cache"),
                 &["cache"],
@@ -192,8 +177,6 @@ impl Metrics {
         r.register(Box::new(metrics.http_requests.clone()))?;
         r.register(Box::new(metrics.http_duration.clone()))?;
         r.register(Box::new(metrics.http_in_progress.clone()))?;
-        r.register(Box::new(metrics.mock_requests.clone()))?;
-        r.register(Box::new(metrics.mock_duration.clone()))?;
         r.register(Box::new(metrics.cache_hits.clone()))?;
         r.register(Box::new(metrics.engine_loads.clone()))?;
         r.register(Box::new(metrics.cache_misses.clone()))?;
@@ -232,7 +215,7 @@ impl Metrics {
     ) -> prometheus::Result<()> {
         let size = i64::from(db.size());
         let idle = i64::try_from(db.num_idle()).unwrap_or(i64::MAX);
-        self.native.each(Shard::fold);
+        self.native.each(|shard| shard.fold(&self.mock));
         self.db_connections.with_label_values(&["idle"]).set(idle);
         self.db_connections.with_label_values(&["in_use"]).set(size - idle);
         // The tally keeps its own totals (the hot path touches no registry); the counters
@@ -245,7 +228,55 @@ impl Metrics {
             }
             self.native_pending.set(i64::try_from(tally.pending_rows()).unwrap_or(i64::MAX));
         }
-        TextEncoder::new().encode(&self.registry.gather(), &mut &mut *out)
+        TextEncoder::new().encode(&self.registry.gather(), &mut &mut *out)?;
+        self.render_mock_series(out)?;
+        Ok(())
+    }
+
+    /// The `mock_*` families in the text exposition format, written series by series.
+    fn render_mock_series(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use std::fmt::Write as _;
+        let series = lock(&self.mock);
+        if series.is_empty() {
+            return Ok(());
+        }
+        // Sorted, as the registry's own series are: a scrape reads the same twice.
+        let mut sorted: Vec<(String, &Totals)> =
+            series.iter().map(|(key, totals)| (key.labels(), totals)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut text = String::with_capacity(4096);
+        text.push_str(
+            "# HELP mock_requests_total Mock answers, at the edge (from analytics) and in the \
+             native runtime\n# TYPE mock_requests_total counter\n",
+        );
+        for (labels, totals) in &sorted {
+            let _ = writeln!(text, "mock_requests_total{{{labels}}} {}", totals.count);
+            flush_past(&mut text, out)?;
+        }
+        text.push_str(
+            "# HELP mock_response_duration_seconds Time to produce a mock answer, delays and \
+             proxying included\n# TYPE mock_response_duration_seconds histogram\n",
+        );
+        for (labels, totals) in &sorted {
+            let mut cumulative = 0;
+            for (bound, count) in BUCKETS.iter().zip(totals.buckets) {
+                cumulative += count;
+                let _ = writeln!(
+                    text,
+                    "mock_response_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = totals.count;
+            let _ = writeln!(
+                text,
+                "mock_response_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n\
+                 mock_response_duration_seconds_sum{{{labels}}} {}\n\
+                 mock_response_duration_seconds_count{{{labels}}} {count}",
+                totals.sum
+            );
+            flush_past(&mut text, out)?;
+        }
+        out.write_all(text.as_bytes())
     }
 
     /// The guard counts the request as in progress until it drops.
@@ -278,10 +309,14 @@ impl Metrics {
     }
 
     pub fn observe_mock(&self, labels: MockLabels<'_>, took: Duration) {
-        let status = status_label(labels.status);
-        let values = [labels.runtime, labels.api, labels.method, labels.endpoint, status.as_str()];
-        self.mock_requests.with_label_values(&values).inc();
-        self.mock_duration.with_label_values(&values).observe(took.as_secs_f64());
+        let key = SeriesKey {
+            runtime: if labels.runtime == "edge" { "edge" } else { "native" },
+            api: labels.api.into(),
+            method: method_label(labels.method),
+            endpoint: labels.endpoint.into(),
+            status: status_key(labels.status),
+        };
+        lock(&self.mock).entry(key).or_default().observe(took.as_secs_f64());
     }
 
     /// Removes every `mock_*` series of the API `slug` (edge and native): an API that is
@@ -289,27 +324,9 @@ impl Metrics {
     /// run) grow the registry, and every scrape, without bound. A later API of the same slug
     /// starts from zero, as a new series does.
     pub fn forget_api(&self, slug: &str) {
-        fn forget<T: prometheus::core::MetricVecBuilder>(
-            vec: &prometheus::core::MetricVec<T>,
-            slug: &str,
-        ) {
-            use prometheus::core::Collector;
-            for family in vec.collect() {
-                for metric in family.get_metric() {
-                    let labels = metric.get_label();
-                    if labels.iter().any(|l| l.name() == "api" && l.value() == slug) {
-                        let labels: std::collections::HashMap<&str, &str> =
-                            labels.iter().map(|l| (l.name(), l.value())).collect();
-                        let _ = vec.remove(&labels);
-                    }
-                }
-            }
-        }
-        // The shards' handles first: counted after the removal, a request would go into a
-        // series no longer registered.
-        self.native.each(|shard| shard.mock.retain(|_, series| &*series.api != slug));
-        forget(&self.mock_requests, slug);
-        forget(&self.mock_duration, slug);
+        // The shards first: folded after the removal, their counts would bring it back.
+        self.native.each(|shard| shard.mock.retain(|_, series| &*series.key.api != slug));
+        lock(&self.mock).retain(|key, _| &*key.api != slug);
     }
 
     /// One webhook attempt. `event` is one of `webhooks::EVENTS` (the delivery loop only sends
@@ -375,11 +392,10 @@ impl Metrics {
 /// values (the addresses of labels the compiled API holds: no text is hashed or compared).
 /// Finding a series in a prometheus vector hashes its labels and takes a lock every thread
 /// shares, and each update of a shared series is an atomic write to a line every core
-/// writes; a shard's series are local copies ([`LocalIntCounter`], [`LocalHistogram`]),
-/// added to the registered series when a scrape folds the shards ([`Shard::fold`]). The
-/// series stay registered (and scraped) whatever a shard holds; a shard folds and empties
-/// its mock series past [`Shard::MAX`], so APIs and endpoints that come and go cannot grow
-/// it without bound.
+/// writes; a shard's series are local copies ([`LocalIntCounter`], [`LocalHistogram`],
+/// [`Totals`]), added to the process's series when a scrape folds the shards
+/// ([`Shard::fold`]). A shard folds and empties its mock series past [`Shard::MAX`], so APIs
+/// and endpoints that come and go cannot grow it without bound.
 #[derive(Default)]
 struct Shard {
     in_progress: HashMap<(Label, Label), Pending>,
@@ -412,12 +428,109 @@ struct MockKey {
     status: u16,
 }
 
+/// A shard's counts of one `mock_*` series since the last fold.
 struct MockSeries {
-    /// The labels the key points into, held so that their addresses stay theirs.
+    /// Its labels; the [`MockKey`] points into them, and they keep their addresses theirs.
+    key: SeriesKey,
+    totals: Totals,
+}
+
+/// The labels of a `mock_*` series.
+///
+/// These two families are the only ones whose series grow with the mocks (one per API,
+/// endpoint and status, at the edge and here), and they are kept as plain counts rather
+/// than prometheus vectors: a prometheus series is a counter and a histogram, each with its
+/// label pairs as protobuf messages, about 4 KB for the pair, and every scrape copied them
+/// all into new messages before encoding them. At 500 endpoints that was 2 MB held and 3 MB
+/// more at each scrape, of a native runtime bounded at 32 MiB; here a series is its labels
+/// and 16 numbers, written straight out as text ([`Metrics::render_to`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    runtime: &'static str,
     api: Arc<str>,
-    _endpoint: Arc<str>,
-    count: LocalIntCounter,
-    time: LocalHistogram,
+    method: &'static str,
+    endpoint: Arc<str>,
+    /// 0 for a status that is not one (labelled `other`).
+    status: u16,
+}
+
+impl SeriesKey {
+    /// The label set as the text format writes it, names in order.
+    fn labels(&self) -> String {
+        let mut text = String::with_capacity(64 + self.api.len() + self.endpoint.len());
+        text.push_str("api=\"");
+        escape_into(&mut text, &self.api);
+        text.push_str("\",endpoint=\"");
+        escape_into(&mut text, &self.endpoint);
+        text.push_str("\",method=\"");
+        text.push_str(self.method);
+        text.push_str("\",runtime=\"");
+        text.push_str(self.runtime);
+        text.push_str("\",status=\"");
+        if self.status == 0 {
+            text.push_str("other");
+        } else {
+            text.push_str(itoa::Buffer::new().format(self.status));
+        }
+        text.push('"');
+        text
+    }
+}
+
+/// A label value in the text format: backslash, double quote and line feed escaped.
+fn escape_into(text: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '"' => text.push_str("\\\""),
+            '\n' => text.push_str("\\n"),
+            c => text.push(c),
+        }
+    }
+}
+
+/// Writes `text` to `out` and empties it once it holds 32 KB: a scrape of thousands of
+/// series never holds all of its text at once.
+fn flush_past(text: &mut String, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    if text.len() >= 32 * 1024 {
+        out.write_all(text.as_bytes())?;
+        text.clear();
+    }
+    Ok(())
+}
+
+/// A status as a [`SeriesKey`] keeps it: only real status codes (anything else would be a
+/// label a client chose).
+fn status_key(status: u16) -> u16 {
+    if (100..=599).contains(&status) { status } else { 0 }
+}
+
+/// A series' counts: answers per latency bucket (not cumulative: the text format adds them
+/// up), answers, and seconds in all.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Totals {
+    fn observe(&mut self, seconds: f64) {
+        // Upper bounds are inclusive (`le`); slower than the last goes only into +Inf.
+        if let Some(i) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
 }
 
 impl Shard {
@@ -433,8 +546,9 @@ impl Shard {
             .delta += by;
     }
 
-    /// Adds this shard's counts to the registered series, and starts counting from zero.
-    fn fold(&mut self) {
+    /// Adds this shard's counts to the process's series (the `mock_*` ones into `mock`), and
+    /// starts counting from zero.
+    fn fold(&mut self, mock: &std::sync::Mutex<HashMap<SeriesKey, Totals>>) {
         for pending in self.in_progress.values_mut() {
             pending.gauge.add(std::mem::take(&mut pending.delta));
         }
@@ -442,9 +556,12 @@ impl Shard {
             count.flush();
             time.flush();
         }
-        for series in self.mock.values_mut() {
-            series.count.flush();
-            series.time.flush();
+        if self.mock.values().any(|series| series.totals.count > 0) {
+            let mut mock = lock(mock);
+            for series in self.mock.values_mut().filter(|series| series.totals.count > 0) {
+                mock.entry(series.key.clone()).or_default().add(&series.totals);
+                series.totals = Totals::default();
+            }
         }
         for (counter, pending) in self.caches.values_mut() {
             counter.inc_by(std::mem::take(pending));
@@ -494,7 +611,7 @@ impl NativeRequest<'_> {
         count.inc();
         time.observe(seconds);
         if shard.mock.len() >= Shard::MAX {
-            shard.fold();
+            shard.fold(&metrics.mock);
             shard.mock.clear();
         }
         let key = MockKey {
@@ -503,18 +620,17 @@ impl NativeRequest<'_> {
             endpoint: address(mock.endpoint),
             status,
         };
-        let series = shard.mock.entry(key).or_insert_with(|| {
-            let status = status_label(status);
-            let values = ["native", mock.api, method, mock.endpoint, status.as_str()];
-            MockSeries {
+        let series = shard.mock.entry(key).or_insert_with(|| MockSeries {
+            key: SeriesKey {
+                runtime: "native",
                 api: mock.api.clone(),
-                _endpoint: mock.endpoint.clone(),
-                count: metrics.mock_requests.with_label_values(&values).local(),
-                time: metrics.mock_duration.with_label_values(&values).local(),
-            }
+                method: method_label(method),
+                endpoint: mock.endpoint.clone(),
+                status: status_key(status),
+            },
+            totals: Totals::default(),
         });
-        series.count.inc();
-        series.time.observe(seconds);
+        series.totals.observe(seconds);
     }
 }
 
@@ -566,7 +682,7 @@ mod tests {
     use super::{Metrics, NativeMock};
 
     fn scrape(metrics: &Metrics) -> String {
-        metrics.native.each(super::Shard::fold);
+        metrics.native.each(|shard| shard.fold(&metrics.mock));
         let mut out = Vec::new();
         prometheus::Encoder::encode(
             &prometheus::TextEncoder::new(),
@@ -574,6 +690,7 @@ mod tests {
             &mut out,
         )
         .unwrap();
+        metrics.render_mock_series(&mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -619,5 +736,44 @@ mod tests {
         // A deleted API's series go, from the shards too.
         metrics.forget_api("shop");
         assert_eq!(line(&scrape(&metrics), "mock_requests_total{"), None);
+    }
+
+    /// The `mock_*` text is what the text format wants: cumulative buckets, escaped label
+    /// values, `other` for a status that is not one, and no series twice.
+    #[test]
+    fn mock_series_are_written_as_the_text_format_wants() {
+        let metrics = Metrics::new(1).unwrap();
+        let labels = |status| super::MockLabels {
+            runtime: "edge",
+            api: "a\\b",
+            method: "GET",
+            endpoint: "GET /say/\"hi\"\n",
+            status,
+        };
+        metrics.observe_mock(labels(200), Duration::from_micros(300));
+        metrics.observe_mock(labels(200), Duration::from_millis(3));
+        metrics.observe_mock(labels(200), Duration::from_secs(11));
+        metrics.observe_mock(labels(999), Duration::from_millis(1));
+        metrics.observe_mock(labels(1000), Duration::from_millis(1));
+        let text = scrape(&metrics);
+        let series = r#"api="a\\b",endpoint="GET /say/\"hi\"\n",method="GET",runtime="edge""#;
+        let expect = |name: &str, extra: &str, value: &str| {
+            let want = format!("{name}{{{series},{extra}}} {value}");
+            assert!(text.lines().any(|l| l == want), "no line {want} in\n{text}");
+        };
+        expect("mock_requests_total", "status=\"200\"", "3");
+        expect("mock_requests_total", "status=\"other\"", "2");
+        let bucket = "mock_response_duration_seconds_bucket";
+        expect(bucket, "status=\"200\",le=\"0.0005\"", "1");
+        expect(bucket, "status=\"200\",le=\"0.001\"", "1");
+        expect(bucket, "status=\"200\",le=\"0.005\"", "2");
+        expect(bucket, "status=\"200\",le=\"10\"", "2");
+        expect(bucket, "status=\"200\",le=\"+Inf\"", "3");
+        expect("mock_response_duration_seconds_count", "status=\"200\"", "3");
+        expect("mock_response_duration_seconds_sum", "status=\"200\"", "11.0033");
+        for family in ["mock_requests_total", "mock_response_duration_seconds"] {
+            let kind = text.lines().filter(|l| l.starts_with(&format!("# TYPE {family} "))).count();
+            assert_eq!(kind, 1, "{family} declared once");
+        }
     }
 }
