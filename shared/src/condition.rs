@@ -547,7 +547,9 @@ impl CompiledPredicate {
     }
 }
 
-fn texts<'a>(it: impl Iterator<Item = &'a str>) -> Vec<Actual<'a>> {
+/// A source's values: nearly always one or none, so kept inline (a `Vec` was an allocation
+/// per condition per request).
+fn texts<'a>(it: impl Iterator<Item = &'a str>) -> smallvec::SmallVec<[Actual<'a>; 2]> {
     it.map(Actual::Text).collect()
 }
 

@@ -46,6 +46,8 @@ impl Request<'_> {
     }
 }
 
+type QueryPairs<'r> = smallvec::SmallVec<[(Cow<'r, str>, Cow<'r, str>); 4]>;
+
 /// A lazily parsed view of a [`Request`] plus the path parameters routing captured.
 #[derive(Debug)]
 pub struct RequestView<'r> {
@@ -55,7 +57,8 @@ pub struct RequestView<'r> {
     pub params: Vec<(&'r str, Cow<'r, str>)>,
     /// GraphQL variables, when the request is a GraphQL operation.
     pub variables: Option<Value>,
-    query: OnceCell<Vec<(Cow<'r, str>, Cow<'r, str>)>>,
+    /// Inline up to four pairs: most queries are short, and this is parsed per request.
+    query: OnceCell<QueryPairs<'r>>,
     cookies: OnceCell<Vec<(String, String)>>,
     json: OnceCell<Option<Value>>,
 }
