@@ -9,9 +9,11 @@
 //! - the native runtime under `wrk -t2 -c32` for each scenario, beside a bare hyper server
 //!   in this process that replays the native runtime's own answer for that scenario (the
 //!   same status, headers and body) with no routing at all, under the same wrk command and
-//!   script, taking turns three times (5 s each; the machine's speed drifts) and compared by
-//!   their medians: requests per second, the ratio to bare, latency, CPU time per request of
-//!   each (from /proc) and resident memory;
+//!   script, taking turns five times (5 s each; the machine's speed drifts): the medians of
+//!   requests per second, latency and CPU time per request of each (from /proc), the ratio
+//!   to bare as the median of the five turns' ratios (each native turn against the bare
+//!   turn right after it, so that both saw the machine at the same speed), and resident
+//!   memory;
 //! - while each scenario runs, how far the stored analytics are behind the requests the
 //!   native runtime answered (sampled each second), and after the last one that every
 //!   request was stored and none dropped;
@@ -32,7 +34,7 @@ use serde_json::{Value, json};
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-01";
 const SECONDS: &str = "5";
 /// Runs of each server per scenario, alternating; the medians are reported.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const EDGE_TOKEN: &str = "bench-edge-token";
 /// Events per ingest batch: what the edge's queue consumer sends (`max_batch_size` in
 /// wrangler.toml).
@@ -396,9 +398,9 @@ async fn run_on(label: &str, database_url: &str) {
         rss_mib(pid)
     );
     println!(
-        "| scenario | req/s | bare req/s | ratio | p50 ms | p99 ms | CPU per request | bare CPU per request | RSS after | analytics behind (most, 1 s samples) | every run, native / bare |"
+        "| scenario | req/s | bare req/s | ratio | p50 ms | p99 ms | CPU per request | bare CPU per request | RSS after | analytics behind (most, 1 s samples) | each turn's ratio | every run, native / bare |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let scenarios: [(&str, &str, Option<&str>); 4] = [
         ("static 1 KB", "/mock/bench/static", None),
         ("path-parameter template", "/mock/bench/users/42", None),
@@ -411,7 +413,9 @@ async fn run_on(label: &str, database_url: &str) {
             if script.is_some() { native.url.clone() } else { format!("{}{path}", native.url) };
         let (bare_url, bare_server) = bare(capture(&format!("{}{path}", native.url)).await).await;
         // This machine's speed drifts by tens of percent over minutes (other tenants of the
-        // host): the two servers take turns, ROUNDS times each, and the medians are compared.
+        // host): the two servers take turns, ROUNDS times each. The ratio is the median of
+        // each turn's (native, then bare at once): a median of native's turns against a
+        // median of bare's compared moments minutes apart, and moved by ±0.1 between runs.
         let (mut runs, mut bare_runs) = (Vec::new(), Vec::new());
         let mut behind: f64 = 0.0;
         for _ in 0..ROUNDS {
@@ -435,6 +439,9 @@ async fn run_on(label: &str, database_url: &str) {
             bare_runs.push((bare_rps, bare_cpu / bare_requests * 1e6));
         }
         bare_server.abort();
+        let mut ratios: Vec<f64> = runs.iter().zip(&bare_runs).map(|(n, b)| n.0 / b.0).collect();
+        ratios.sort_by(f64::total_cmp);
+        let ratio = ratios[ROUNDS / 2];
         let by_rps = |a: &(f64, f64, f64, f64), b: &(f64, f64, f64, f64)| a.0.total_cmp(&b.0);
         runs.sort_by(by_rps);
         bare_runs.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -442,9 +449,9 @@ async fn run_on(label: &str, database_url: &str) {
         let (bare_rps, bare_cpu) = bare_runs[ROUNDS / 2];
         let all = |v: Vec<f64>| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
         println!(
-            "| {name} | {rps:.0} | {bare_rps:.0} | {:.2} | {p50:.2} | {p99:.2} | {cpu:.1} µs | {bare_cpu:.1} µs | {:.1} MiB | {behind:.0} requests | {} / {} |",
-            rps / bare_rps,
+            "| {name} | {rps:.0} | {bare_rps:.0} | {ratio:.2} | {p50:.2} | {p99:.2} | {cpu:.1} µs | {bare_cpu:.1} µs | {:.1} MiB | {behind:.0} requests | {} | {} / {} |",
             rss_mib(pid),
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
             all(runs.iter().map(|r| r.0).collect()),
             all(bare_runs.iter().map(|r| r.0).collect()),
         );
