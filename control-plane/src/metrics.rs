@@ -236,13 +236,15 @@ impl Metrics {
     /// The `mock_*` families in the text exposition format, written series by series.
     fn render_mock_series(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         use std::fmt::Write as _;
-        let series = lock(&self.mock);
-        if series.is_empty() {
+        // Copied out, then written with the lock released: `out` may block on a slow scraper
+        // (`http::health` sends its chunks through a channel of two), and the edge's
+        // analytics ingest counts into these series meanwhile.
+        let mut sorted: Vec<(String, Totals)> =
+            lock(&self.mock).iter().map(|(key, totals)| (key.labels(), *totals)).collect();
+        if sorted.is_empty() {
             return Ok(());
         }
         // Sorted, as the registry's own series are: a scrape reads the same twice.
-        let mut sorted: Vec<(String, &Totals)> =
-            series.iter().map(|(key, totals)| (key.labels(), totals)).collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut text = String::with_capacity(4096);
         text.push_str(
@@ -258,7 +260,7 @@ impl Metrics {
              proxying included\n# TYPE mock_response_duration_seconds histogram\n",
         );
         for (labels, totals) in &sorted {
-            let mut cumulative = 0;
+            let mut cumulative = 0u64;
             for (bound, count) in BUCKETS.iter().zip(totals.buckets) {
                 cumulative += count;
                 let _ = writeln!(
@@ -775,5 +777,34 @@ mod tests {
             let kind = text.lines().filter(|l| l.starts_with(&format!("# TYPE {family} "))).count();
             assert_eq!(kind, 1, "{family} declared once");
         }
+    }
+
+    /// A scrape writes with the series' lock released: its writer blocks on a slow scraper,
+    /// and the edge's analytics ingest must go on counting meanwhile.
+    #[test]
+    fn a_scrape_writes_without_holding_the_series() {
+        struct Probe<'m>(&'m Metrics, usize);
+        impl std::io::Write for Probe<'_> {
+            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                assert!(self.0.mock.try_lock().is_ok(), "the series are locked while writing");
+                self.1 += data.len();
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let metrics = Metrics::new(1).unwrap();
+        let labels = super::MockLabels {
+            runtime: "edge",
+            api: "a",
+            method: "GET",
+            endpoint: "-",
+            status: 200,
+        };
+        metrics.observe_mock(labels, Duration::from_millis(1));
+        let mut probe = Probe(&metrics, 0);
+        metrics.render_mock_series(&mut probe).unwrap();
+        assert!(probe.1 > 0, "nothing written");
     }
 }
