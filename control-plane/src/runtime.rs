@@ -250,7 +250,7 @@ impl Runtime {
         let generation = self.generation.load(Ordering::Acquire);
         let api = db::select_api(&self.db, slug).await?;
         let Some(api) = api.filter(|a| a.slug == slug) else {
-            self.remember(slug, None, 0, generation).await;
+            self.remember(slug, None, 0, generation);
             return Ok(None);
         };
         // Same version as compiled: keep the engine, only refresh the entry.
@@ -262,13 +262,13 @@ impl Runtime {
             .filter(|c| c.version == api.version)
             .and_then(|c| c.engine.clone());
         if let Some(engine) = same {
-            self.remember(slug, Some(engine.clone()), api.version, generation).await;
+            self.remember(slug, Some(engine.clone()), api.version, generation);
             return Ok(Some(engine));
         }
         if let Some(redis) = &self.redis
             && let Some(engine) = Box::pin(self.shared_engine(redis, slug, api.version)).await
         {
-            self.remember(slug, Some(engine.clone()), api.version, generation).await;
+            self.remember(slug, Some(engine.clone()), api.version, generation);
             return Ok(Some(engine));
         }
         let snapshot = crate::publish::build_snapshot(&self.db, &api.id)
@@ -284,7 +284,7 @@ impl Runtime {
         if let Some(redis) = self.redis.as_ref().filter(|r| r.is_up()) {
             self.share(redis, engine.clone());
         }
-        self.remember(slug, Some(engine.clone()), version, generation).await;
+        self.remember(slug, Some(engine.clone()), version, generation);
         Ok(Some(engine))
     }
 
@@ -357,13 +357,7 @@ impl Runtime {
         Ok(Some(body))
     }
 
-    async fn remember(
-        &self,
-        slug: &str,
-        engine: Option<Arc<Engine>>,
-        version: i64,
-        generation: u64,
-    ) {
+    fn remember(&self, slug: &str, engine: Option<Arc<Engine>>, version: i64, generation: u64) {
         let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A slower load of an older version must not replace a newer one: versions of a slug
         // only grow.
@@ -388,7 +382,7 @@ impl Runtime {
 
     /// Drops what is kept for the API `slug`, deleted by this process: its compiled
     /// endpoints and its replays (other replicas' copies go with their TTL).
-    pub async fn forget(&self, slug: &str) {
+    pub fn forget(&self, slug: &str) {
         self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(slug);
         let mut replays = self.replays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Keys are `{slug}:{key}`, and a slug has no `:`.

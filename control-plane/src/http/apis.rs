@@ -310,7 +310,7 @@ async fn delete_api(
     tx.commit().await?;
     state.publisher.wake();
     state.wake_outbox(queued);
-    state.runtime.forget(&api.slug).await;
+    state.runtime.forget(&api.slug);
     if let Some(metrics) = &state.metrics {
         metrics.forget_api(&api.slug);
     }

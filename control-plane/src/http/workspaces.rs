@@ -234,7 +234,7 @@ async fn delete_workspace(
     state.publisher.wake();
     state.wake_outbox(queued);
     for slug in &slugs {
-        state.runtime.forget(slug).await;
+        state.runtime.forget(slug);
         if let Some(metrics) = &state.metrics {
             metrics.forget_api(slug);
         }
