@@ -11,11 +11,15 @@ use edgemock_control_plane::auth::{Claims, Role, Tokens};
 use edgemock_control_plane::config::{self, LogFormat};
 use edgemock_control_plane::{Config, cli, db, telemetry};
 
+// The allocator interface is `unsafe` by definition: the workspace's only `unsafe` code.
+#[allow(unsafe_code)]
+mod alloc;
+
 /// mimalloc instead of glibc's malloc: a mock request allocates a few dozen small blocks
 /// (headers, the request id, the engine's request), which cost a third of its user-space
 /// instructions with glibc; see ARCHITECTURE.md, "Memory".
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Mimalloc = alloc::Mimalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "edgemock", version, about = "The edgemock control plane")]
