@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1::Builder;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::http;
 
@@ -28,9 +29,11 @@ pub async fn serve(
 ) {
     let dispatch = Arc::new(dispatch);
     let builder = Builder::new();
-    // Shutdown is told to every connection through `stop`; each holds a clone of `open`
-    // until it has closed, so `open_tx.closed()` is "every connection has finished".
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    // Shutdown is told to every connection through `stop`, a child token of its own: a
+    // shared `watch` receiver took one of a few locks that all connections share each time
+    // a connection's task woke, that is on every request. Each connection holds a clone of
+    // `open` until it has closed, so `open_tx.closed()` is "every connection has finished".
+    let stop = CancellationToken::new();
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
@@ -50,31 +53,27 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(dispatch.handle(request.map(Body::new)).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let (mut stop, open) = (stop_rx.clone(), open_rx.clone());
+        let (stop, open) = (stop.child_token(), open_rx.clone());
         tokio::spawn(async move {
             tokio::pin!(connection);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    ended = connection.as_mut() => {
-                        if let Err(e) = ended {
-                            tracing::trace!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
+            let ended = tokio::select! {
+                biased;
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
                     // Requests in flight finish; an idle connection closes now.
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
                 }
+            };
+            if let Err(e) = ended {
+                tracing::trace!(error = %e, "connection ended with an error");
             }
             drop(open);
         });
     }
     drop(listener);
     drop(open_rx);
-    let _ = stop_tx.send(());
+    stop.cancel();
     open_tx.closed().await;
 }
 
