@@ -419,7 +419,7 @@ fn error(status: u16, code: &str, message: &str, extra: serde_json::Value) -> Mo
         status,
         headers: vec![
             ("content-type".into(), "application/json".into()),
-            (edgemock_shared::engine::ERROR_HEADER.into(), code.into()),
+            (edgemock_shared::engine::ERROR_HEADER.into(), code.to_owned().into()),
         ],
         body: serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default().into(),
     }
@@ -487,7 +487,7 @@ async fn forward(
     for (name, value) in response.headers() {
         let Ok(value) = value.to_str() else { continue };
         if let Some(value) = pass_response_header(name.as_str(), value, cookie_path) {
-            headers.push((name.to_string().into(), value));
+            headers.push((name.to_string().into(), value.into()));
         }
     }
     headers.push(("x-mock-proxied".into(), "true".into()));

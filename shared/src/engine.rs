@@ -35,7 +35,7 @@ use crate::model::{
     ProxySettings, ResponseDefinition, ResponseRef, Rule, Selection, Validation, WebSocketEndpoint,
     WsMessage,
 };
-use crate::request::{Request, RequestView};
+use crate::request::{Params, Request, RequestView};
 use crate::response::{HeaderText, MockResponse};
 use crate::routing::normalize_pattern;
 use crate::snapshot::Snapshot;
@@ -192,7 +192,7 @@ impl Outcome {
 fn json_response(status: u16, body: &Value) -> MockResponse {
     MockResponse {
         status,
-        headers: vec![("content-type".into(), "application/json".to_owned())],
+        headers: vec![("content-type".into(), "application/json".into())],
         body: serde_json::to_vec(body).unwrap_or_default().into(),
     }
 }
@@ -205,7 +205,7 @@ fn error_response(status: u16, code: &str, message: &str, extra: Value) -> MockR
     let mut response = json_response(status, &json!({ "error": error }));
     // Tells edgemock's own errors apart from mocked ones with the same status (a mocked 404
     // has no such header); hosts add the request id to these bodies.
-    response.headers.push((ERROR_HEADER.into(), code.to_owned()));
+    response.headers.push((ERROR_HEADER.into(), code.to_owned().into()));
     response
 }
 
@@ -851,7 +851,7 @@ impl CompiledResponse {
             .headers
             .iter()
             .filter_map(|(k, t)| match t {
-                Text::Fixed(v) => Some((k.clone().into(), v.clone())),
+                Text::Fixed(v) => Some((k.clone().into(), v.clone().into())),
                 Text::Template(_) => None,
             })
             .collect();
@@ -863,9 +863,9 @@ impl CompiledResponse {
         Some(self.finish(headers, body))
     }
 
-    fn finish(&self, mut headers: Vec<(HeaderText, String)>, body: Vec<u8>) -> MockResponse {
+    fn finish(&self, mut headers: Vec<(HeaderText, HeaderText)>, body: Vec<u8>) -> MockResponse {
         if !body.is_empty() && !has_header(&headers, "content-type") {
-            headers.push(("content-type".into(), self.content_type.to_owned()));
+            headers.push(("content-type".into(), self.content_type.into()));
         }
         MockResponse { status: self.status, headers, body: body.into() }
     }
@@ -891,8 +891,12 @@ impl CompiledResponse {
         for (name, value) in &self.headers {
             let rendered = text(value, &|| format!("{}.headers.{name}", self.field))?;
             // A rendered value must still be a valid header value; drop line breaks.
-            let clean: String = rendered.chars().filter(|c| !c.is_control()).collect();
-            headers.push((name.clone().into(), clean));
+            let clean = if rendered.contains(char::is_control) {
+                rendered.chars().filter(|c| !c.is_control()).collect()
+            } else {
+                rendered
+            };
+            headers.push((name.clone().into(), clean.into()));
         }
         let field = || format!("{}.body", self.field);
         let body = match &self.body {
@@ -953,7 +957,7 @@ fn render_json(
     })
 }
 
-fn has_header<N: AsRef<str>>(headers: &[(N, String)], name: &str) -> bool {
+fn has_header<N: AsRef<str>, V>(headers: &[(N, V)], name: &str) -> bool {
     headers.iter().any(|(k, _)| k.as_ref().eq_ignore_ascii_case(name))
 }
 
@@ -1412,7 +1416,7 @@ impl Engine {
             }
             // One group (nearly always): borrowed as the engine holds it.
             (Some((g, p)), None) | (None, Some((g, p))) => (self.groups[g].as_slice().into(), p),
-            (None, None) => (Vec::new().into(), Vec::new()),
+            (None, None) => (Vec::new().into(), Params::new()),
         }
     }
 
@@ -1436,16 +1440,18 @@ impl Engine {
         } else {
             cors.allow_methods.join(", ")
         };
-        response.headers.push(("access-control-allow-methods".into(), methods));
+        response.headers.push(("access-control-allow-methods".into(), methods.into()));
         let headers = if cors.allow_headers.is_empty() {
             view.header("access-control-request-headers").map(str::to_owned)
         } else {
             Some(cors.allow_headers.join(", "))
         };
         if let Some(h) = headers {
-            response.headers.push(("access-control-allow-headers".into(), h));
+            response.headers.push(("access-control-allow-headers".into(), h.into()));
         }
-        response.headers.push(("access-control-max-age".into(), cors.max_age_seconds.to_string()));
+        response
+            .headers
+            .push(("access-control-max-age".into(), cors.max_age_seconds.to_string().into()));
         Some(Outcome::new(OutcomeKind::Preflight, response))
     }
 
@@ -1465,14 +1471,15 @@ impl Engine {
         }
         // With credentials, `*` is not allowed by browsers: echo the origin instead.
         let value = if any && !cors.allow_credentials { "*" } else { origin };
-        response.headers.push(("access-control-allow-origin".into(), value.to_owned()));
+        response.headers.push(("access-control-allow-origin".into(), value.to_owned().into()));
         if cors.allow_credentials {
             response.headers.push(("access-control-allow-credentials".into(), "true".into()));
         }
         if !cors.expose_headers.is_empty() {
-            response
-                .headers
-                .push(("access-control-expose-headers".into(), cors.expose_headers.join(", ")));
+            response.headers.push((
+                "access-control-expose-headers".into(),
+                cors.expose_headers.join(", ").into(),
+            ));
         }
     }
 
@@ -1498,7 +1505,7 @@ impl Engine {
                 ),
                 json!({ "api": self.api_slug, "method": request.method, "path": request.path, "allowed": allowed }),
             );
-            response.headers.push(("allow".into(), allowed.join(", ")));
+            response.headers.push(("allow".into(), allowed.join(", ").into()));
             return Outcome::new(OutcomeKind::MethodNotAllowed, response);
         }
         let near = self.nearest(request);
@@ -1745,7 +1752,7 @@ impl CompiledEndpoint {
 fn decorate(response: &mut MockResponse, base: &[(String, String)], cache: Option<&CacheSettings>) {
     for (k, v) in base {
         if !has_header(&response.headers, k) {
-            response.headers.push((k.clone().into(), v.clone()));
+            response.headers.push((k.clone().into(), v.clone().into()));
         }
     }
     if let Some(cache) = cache
@@ -1755,7 +1762,7 @@ fn decorate(response: &mut MockResponse, base: &[(String, String)], cache: Optio
     }
     if !has_header(&response.headers, "etag") {
         let tag = http_cache::etag(&response.body);
-        response.headers.push(("etag".into(), tag));
+        response.headers.push(("etag".into(), tag.into()));
     }
 }
 
@@ -1768,7 +1775,7 @@ fn conditional(request: &Request, outcome: &mut Outcome) {
     let view = RequestView::new(request, vec![]);
     let (Some(header), Some(etag)) = (
         view.header("if-none-match"),
-        r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("etag")).map(|(_, v)| v.as_str()),
+        r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("etag")).map(|(_, v)| v.as_ref()),
     ) else {
         return;
     };
@@ -1810,8 +1817,6 @@ fn validation_errors(
 
 /// Captured path parameters: names as the router holds them, values percent-decoded (a
 /// value without escapes is borrowed from the path, not copied).
-type Params<'a> = Vec<(&'a str, std::borrow::Cow<'a, str>)>;
-
 fn decode_params<'a>(params: &matchit::Params<'a, 'a>) -> Params<'a> {
     params
         .iter()
@@ -1956,7 +1961,7 @@ mod tests {
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     fn body(o: &Outcome) -> String {

@@ -1,6 +1,8 @@
 //! HTTP caching: strong ETags from the body, `If-None-Match` evaluation and the
 //! `Cache-Control` an endpoint's settings give.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
@@ -38,13 +40,13 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
     header.split(',').any(|tag| opaque(tag).is_some_and(|theirs| theirs == ours))
 }
 
-/// The `Cache-Control` value for an endpoint's settings.
-pub fn cache_control(settings: &CacheSettings) -> String {
+/// The `Cache-Control` value for an endpoint's settings (borrowed where it is constant).
+pub fn cache_control(settings: &CacheSettings) -> Cow<'static, str> {
     match settings.mode {
-        CacheMode::Revalidate => "private, no-cache".to_owned(),
-        CacheMode::Private => format!("private, max-age={}", settings.max_age_seconds),
-        CacheMode::Public => format!("public, max-age={}", settings.max_age_seconds),
-        CacheMode::NoStore => "no-store".to_owned(),
+        CacheMode::Revalidate => "private, no-cache".into(),
+        CacheMode::Private => format!("private, max-age={}", settings.max_age_seconds).into(),
+        CacheMode::Public => format!("public, max-age={}", settings.max_age_seconds).into(),
+        CacheMode::NoStore => "no-store".into(),
     }
 }
 

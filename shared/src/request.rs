@@ -48,13 +48,17 @@ impl Request<'_> {
 
 type QueryPairs<'r> = smallvec::SmallVec<[(Cow<'r, str>, Cow<'r, str>); 4]>;
 
+/// Path parameters, name and percent-decoded value. Inline up to three: routes rarely have
+/// more, and a vector was an allocation on every request to a route with one.
+pub type Params<'r> = smallvec::SmallVec<[(&'r str, Cow<'r, str>); 3]>;
+
 /// A lazily parsed view of a [`Request`] plus the path parameters routing captured.
 #[derive(Debug)]
 pub struct RequestView<'r> {
     pub request: &'r Request<'r>,
     /// Names as the router holds them; values percent-decoded, borrowed from the path when
     /// they need no decoding.
-    pub params: Vec<(&'r str, Cow<'r, str>)>,
+    pub params: Params<'r>,
     /// GraphQL variables, when the request is a GraphQL operation.
     pub variables: Option<Value>,
     /// Inline up to four pairs: most queries are short, and this is parsed per request.
@@ -64,10 +68,10 @@ pub struct RequestView<'r> {
 }
 
 impl<'r> RequestView<'r> {
-    pub fn new(request: &'r Request<'r>, params: Vec<(&'r str, Cow<'r, str>)>) -> Self {
+    pub fn new(request: &'r Request<'r>, params: impl Into<Params<'r>>) -> Self {
         Self {
             request,
-            params,
+            params: params.into(),
             variables: None,
             query: OnceCell::new(),
             cookies: OnceCell::new(),

@@ -80,7 +80,7 @@ pub async fn serve_native(state: &AppState, request: Request) -> Response {
     let response =
         answer(state, api, sub_path, protocol, (&parts, body), &request_id, &mut counted).await;
     count(state, &counted, &response, started.elapsed(), counting);
-    finish(response, &request_id, counted.verdict)
+    finish(response, request_id, counted.verdict)
 }
 
 /// Counts an answer in the analytics tally and the metrics.
@@ -176,8 +176,8 @@ pub(super) async fn limit(
         ),
         json!({ "limit": refused.limit, "retry_after_seconds": refused.reset_seconds }),
     );
-    response.headers.push(("retry-after".into(), refused.reset_seconds.to_string()));
-    response.headers.extend(refused.headers().map(|(n, v)| (n.into(), v)));
+    response.headers.push(("retry-after".into(), refused.reset_seconds.to_string().into()));
+    response.headers.extend(refused.headers().map(|(n, v)| (n.into(), v.into())));
     Err(response)
 }
 
@@ -228,7 +228,7 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
         headers: vec![
             ("content-type".into(), "application/json".into()),
             ("cache-control".into(), "no-store".into()),
-            (ERROR_HEADER.into(), code.into()),
+            (ERROR_HEADER.into(), code.to_owned().into()),
         ],
         body: serde_json::to_vec(&json!({ "error": error })).unwrap_or_default().into(),
     }
@@ -376,11 +376,11 @@ fn new_request_id_at(now_ms: i64) -> String {
 /// and the `X-RateLimit-*` headers of `verdict`.
 pub(super) fn finish(
     mut response: MockResponse,
-    request_id: &str,
+    request_id: String,
     verdict: Option<crate::rate_limit::Verdict>,
 ) -> Response {
     if response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER)) {
-        response.body = edgemock_shared::response::with_request_id(response.body, request_id);
+        response.body = edgemock_shared::response::with_request_id(response.body, &request_id);
     }
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bodyless = matches!(response.status, 100..=199 | 204 | 205 | 304);
@@ -395,9 +395,12 @@ pub(super) fn finish(
         overridden |= name.len() >= 12
             && (name.eq_ignore_ascii_case("x-request-id")
                 || name.as_bytes()[..12].eq_ignore_ascii_case(b"x-ratelimit-"));
-        // The value's bytes move into the header as they are (no copy); a standard name is
-        // a constant of `http`, only other names are copied.
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes()));
+        // The value's bytes move into the header as they are (no copy), or are the engine's
+        // constant text; a standard name is a constant of `http`, only other names are copied.
+        let value = HeaderValue::from_maybe_shared(match value {
+            Cow::Borrowed(text) => bytes::Bytes::from_static(text.as_bytes()),
+            Cow::Owned(text) => bytes::Bytes::from(text),
+        });
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), value) {
             headers.append(name, value);
         }
@@ -409,7 +412,8 @@ pub(super) fn finish(
             headers.append(name, value);
         }
     };
-    if let Ok(value) = HeaderValue::from_str(request_id) {
+    // The id's own bytes become the value (no copy).
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(request_id)) {
         set(REQUEST_ID, value);
     }
     if let Some(verdict) = verdict {

@@ -98,7 +98,7 @@ async fn connect(
             }
             switching
         }
-        Err(refusal) => finish(refusal, &request_id, None),
+        Err(refusal) => finish(refusal, request_id, None),
     }
 }
 

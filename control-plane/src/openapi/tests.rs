@@ -55,7 +55,7 @@ fn call(
         .headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.to_string())
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&r.body).into_owned();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
