@@ -32,9 +32,11 @@ use edgemock_shared::analytics::{AnalyticsBatch, AnalyticsEvent, CacheOutcome, P
 use serde_json::{Value, json};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-01";
-const SECONDS: &str = "5";
-/// Runs of each server per scenario, alternating; the medians are reported.
-const ROUNDS: usize = 5;
+const SECONDS: &str = "3";
+/// Runs of each server per scenario, alternating; the medians are reported. Nine short
+/// turns rather than five long ones: this machine's speed moves within seconds, and a
+/// median of more pairs moves less between runs.
+const ROUNDS: usize = 9;
 const EDGE_TOKEN: &str = "bench-edge-token";
 /// Events per ingest batch: what the edge's queue consumer sends (`max_batch_size` in
 /// wrangler.toml).
@@ -414,11 +416,23 @@ async fn run_on(label: &str, database_url: &str) {
         let (bare_url, bare_server) = bare(capture(&format!("{}{path}", native.url)).await).await;
         // This machine's speed drifts by tens of percent over minutes (other tenants of the
         // host): the two servers take turns, ROUNDS times each. The ratio is the median of
-        // each turn's (native, then bare at once): a median of native's turns against a
-        // median of bare's compared moments minutes apart, and moved by ±0.1 between runs.
+        // each turn's (native and bare one right after the other): a median of native's
+        // turns against a median of bare's compared moments minutes apart, and moved by
+        // ±0.1 between runs. Every other turn bare goes first, so that a machine slowing
+        // down (or speeding up) within a turn favours neither.
         let (mut runs, mut bare_runs) = (Vec::new(), Vec::new());
         let mut behind: f64 = 0.0;
-        for _ in 0..ROUNDS {
+        let bare_turn = || {
+            let own0 = cpu_seconds(std::process::id());
+            let (bare_rps, _, _, bare_requests) = wrk(&bare_url, script);
+            let bare_cpu = cpu_seconds(std::process::id()) - own0;
+            (bare_rps, bare_cpu / bare_requests * 1e6)
+        };
+        for round in 0..ROUNDS {
+            let bare_first = round % 2 == 1;
+            if bare_first {
+                bare_runs.push(bare_turn());
+            }
             let cpu0 = cpu_seconds(pid);
             let run = {
                 let (url, script) = (url.clone(), script.map(str::to_owned));
@@ -433,10 +447,9 @@ async fn run_on(label: &str, database_url: &str) {
             }
             let (rps, p50, p99, requests) = run.await.unwrap();
             runs.push((rps, p50, p99, (cpu_seconds(pid) - cpu0) / requests * 1e6));
-            let own0 = cpu_seconds(std::process::id());
-            let (bare_rps, _, _, bare_requests) = wrk(&bare_url, script);
-            let bare_cpu = cpu_seconds(std::process::id()) - own0;
-            bare_runs.push((bare_rps, bare_cpu / bare_requests * 1e6));
+            if !bare_first {
+                bare_runs.push(bare_turn());
+            }
         }
         bare_server.abort();
         let mut ratios: Vec<f64> = runs.iter().zip(&bare_runs).map(|(n, b)| n.0 / b.0).collect();
