@@ -34,6 +34,9 @@ pub async fn serve(
     // a connection's task woke, that is on every request. Each connection holds a clone of
     // `open` until it has closed, so `open_tx.closed()` is "every connection has finished".
     let stop = CancellationToken::new();
+    // A parent token dropped without `cancel` leaves its children running: if this future is
+    // dropped (its task aborted), the connections must still be told to finish.
+    let _stop_when_dropped = stop.clone().drop_guard();
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {

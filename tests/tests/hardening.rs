@@ -182,3 +182,34 @@ async fn shutdown_finishes_requests_in_flight() -> anyhow::Result<()> {
     assert!(reqwest::Client::new().get(&url).send().await.is_err(), "still accepting");
     Ok(())
 }
+
+/// A control plane dropped rather than stopped (its task aborted, as when a caller gives
+/// up on `run_until`) still tells its connections to finish: an idle keep-alive connection
+/// is closed, not left serving from a server that no longer exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_server_closes_its_connections() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let address = cp.url.trim_start_matches("http://").to_owned();
+    let mut connection = tokio::net::TcpStream::connect(&address).await?;
+    connection
+        .write_all(format!("GET /health/live HTTP/1.1\r\nhost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = vec![0u8; 4096];
+    let n = connection.read(&mut answer).await?;
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    drop(cp);
+    // The connection ends (end of stream, or a reset) instead of staying open.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match connection.read(&mut answer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the idle connection stayed open after the server was dropped");
+    Ok(())
+}
