@@ -501,8 +501,8 @@ fn flush_past(text: &mut String, out: &mut dyn std::io::Write) -> std::io::Resul
     Ok(())
 }
 
-/// A status as a [`SeriesKey`] keeps it: only real status codes (anything else would be a
-/// label a client chose).
+/// A status as a [`SeriesKey`] keeps it, 0 for `other`: only real status codes (anything
+/// else would be a label a client chose).
 fn status_key(status: u16) -> u16 {
     if (100..=599).contains(&status) { status } else { 0 }
 }
@@ -656,8 +656,10 @@ impl Drop for InProgress {
 }
 
 fn status_label(status: u16) -> String {
-    // Only real status codes: anything else would be a label a client chose.
-    if (100..=599).contains(&status) { status.to_string() } else { "other".to_owned() }
+    match status_key(status) {
+        0 => "other".to_owned(),
+        status => status.to_string(),
+    }
 }
 
 /// A method as a label: the standard ones, `other` for the rest (a client can send any
