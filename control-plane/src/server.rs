@@ -50,7 +50,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let dispatch = dispatch.clone();
+        // Each connection holds its own reference to the shared `Dispatch`, and a request
+        // clones the connection's: its count is written by the core serving the connection
+        // alone, where the shared one's would move between cores on every request.
+        let dispatch = Arc::new(dispatch.clone());
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let dispatch = dispatch.clone();
             async move { Ok::<_, Infallible>(dispatch.handle(request.map(Body::new)).await) }
