@@ -242,8 +242,10 @@ async fn serve_mock(
         }
     };
     let shared_cache_seconds = outcome.shared_cache_seconds;
-    facts.endpoint =
-        outcome.matched.as_ref().map(|m| (m.method.to_string(), m.pattern.to_string()));
+    facts.endpoint = outcome
+        .matched
+        .and_then(|id| api.matched(id))
+        .map(|m| (m.method.to_string(), m.pattern.to_string()));
     facts.validation_failed = outcome.kind == OutcomeKind::ValidationFailed;
     facts.near_miss = outcome.near_misses.first().map(|m| format!("{} {}", m.method, m.path));
     // An identical request within the window gets the first answer again.

@@ -88,13 +88,29 @@ pub struct Matched {
     pub rule: Option<Arc<str>>,
 }
 
+/// Which endpoint (or GraphQL operation) answered, and by which rule: [`Engine::matched`]
+/// gives its report. Positions in the engine that made it, not a reference to the report:
+/// a reference count would be written twice per request, on a line every core that
+/// answers the endpoint shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchId {
+    of: MatchOf,
+    /// The rule's index in the responder's rules.
+    rule: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatchOf {
+    Endpoint(usize),
+    Operation(usize),
+}
+
 /// What a match of one endpoint (or operation) reports, built once for it and for each of
-/// its rules: a request takes one reference count, not one per field (each a write to a
-/// line every core that answers the endpoint shares).
+/// its rules.
 #[derive(Debug)]
 struct Reports {
-    plain: Arc<Matched>,
-    by_rule: Vec<Arc<Matched>>,
+    plain: Matched,
+    by_rule: Vec<Matched>,
 }
 
 impl Reports {
@@ -102,15 +118,15 @@ impl Reports {
         let by_rule = responder
             .rules
             .iter()
-            .map(|rule| Arc::new(Matched { rule: Some(rule.label.clone()), ..matched.clone() }))
+            .map(|rule| Matched { rule: Some(rule.label.clone()), ..matched.clone() })
             .collect();
-        Self { plain: Arc::new(matched), by_rule }
+        Self { plain: matched, by_rule }
     }
 
     /// The report of a match answered by `rule` (an index in the responder's rules), or by
     /// no rule.
-    fn get(&self, rule: Option<usize>) -> Arc<Matched> {
-        rule.and_then(|i| self.by_rule.get(i)).unwrap_or(&self.plain).clone()
+    fn get(&self, rule: Option<usize>) -> &Matched {
+        rule.and_then(|i| self.by_rule.get(i)).unwrap_or(&self.plain)
     }
 }
 
@@ -159,7 +175,8 @@ pub struct ProxyDirective {
 pub struct Outcome {
     pub kind: OutcomeKind,
     pub response: MockResponse,
-    pub matched: Option<Arc<Matched>>,
+    /// What answered: [`Engine::matched`] gives its report.
+    pub matched: Option<MatchId>,
     /// Milliseconds to wait before answering.
     pub delay_ms: u32,
     pub proxy: Option<ProxyDirective>,
@@ -1138,6 +1155,16 @@ impl Engine {
         self.snapshot_version
     }
 
+    /// The report of what answered a request ([`Outcome::matched`]); `None` for a
+    /// [`MatchId`] of another engine that this one has no endpoint or operation for.
+    pub fn matched(&self, id: MatchId) -> Option<&Matched> {
+        let reports = match id.of {
+            MatchOf::Endpoint(i) => &self.endpoints.get(i)?.matched,
+            MatchOf::Operation(i) => &self.operations.get(i)?.matched,
+        };
+        Some(reports.get(id.rule))
+    }
+
     /// Decides the answer to `request` (a path below `/mock/{apiSlug}`). `now_ms` is Unix
     /// time in milliseconds; `seed` decides every random choice (take it from a random
     /// source per request, or fix it to replay).
@@ -1214,7 +1241,7 @@ impl Engine {
                     json!({ "errors": errors }),
                 ),
             );
-            outcome.matched = Some(endpoint.matched.get(None));
+            outcome.matched = Some(MatchId { of: MatchOf::Endpoint(index), rule: None });
             return outcome;
         }
 
@@ -1233,7 +1260,7 @@ impl Engine {
                 forward_cookies: proxy.forward_cookies,
             });
             outcome.delay_ms = self.delay_for(&endpoint.responder, None, rng);
-            outcome.matched = Some(endpoint.matched.get(None));
+            outcome.matched = Some(MatchId { of: MatchOf::Endpoint(index), rule: None });
             outcome.dedup_key = dedup_key;
             return outcome;
         }
@@ -1249,7 +1276,7 @@ impl Engine {
             }
             conditional(request, &mut outcome);
         }
-        outcome.matched = Some(endpoint.matched.get(rule));
+        outcome.matched = Some(MatchId { of: MatchOf::Endpoint(index), rule });
         outcome.dedup_key = dedup_key;
         outcome
     }
@@ -1591,7 +1618,7 @@ impl Engine {
         view.variables = Some(gql.variables);
         let name = op.name.clone().unwrap_or_default();
         let mut tried = Vec::new();
-        for candidate in &self.operations {
+        for (at, candidate) in self.operations.iter().enumerate() {
             if candidate.operation_type != op.operation_type
                 || !(candidate.name == "*" || candidate.name == name)
             {
@@ -1608,7 +1635,7 @@ impl Engine {
             }
             let (mut outcome, rule) =
                 self.respond(&candidate.responder, None, &view, now_ms, &mut rng);
-            outcome.matched = Some(candidate.matched.get(rule));
+            outcome.matched = Some(MatchId { of: MatchOf::Operation(at), rule });
             self.add_cors(request, &mut outcome.response);
             return outcome;
         }
@@ -2007,8 +2034,10 @@ mod tests {
             (OutcomeKind::MethodNotAllowed, 405, Some("GET, POST"))
         );
         let o = e.handle(&req("GET", "/users/42"), 0, 1);
-        let m = o.matched.unwrap();
+        let m = e.matched(o.matched.unwrap()).unwrap();
         assert_eq!((&*m.endpoint_id, &*m.method, &*m.pattern), ("e1", "GET", "/users/:id"));
+        // Another engine's id names nothing here.
+        assert!(engine(json!([])).matched(o.matched.unwrap()).is_none());
     }
 
     #[test]
@@ -2071,14 +2100,12 @@ mod tests {
             ]
         }]));
         let login = |b: &str| e.handle(&with(req("POST", "/login"), &[], b), 0, 1);
+        let rule = |o: Outcome| e.matched(o.matched.unwrap()).unwrap().rule.clone();
         assert_eq!(brief(&login(r#"{"user": "ada"}"#)), "200 welcome");
         assert_eq!(brief(&login(r#"{"user": "bob"}"#)), "423 locked");
         assert_eq!(brief(&login(r#"{"user": "ada", "vip": true}"#)), "202 vip ada");
-        assert_eq!(
-            login(r#"{"user": "ada", "vip": true}"#).matched.unwrap().rule.as_deref(),
-            Some("vip")
-        );
-        assert_eq!(login(r#"{"user": "ada"}"#).matched.unwrap().rule.as_deref(), Some("rules[0]"));
+        assert_eq!(rule(login(r#"{"user": "ada", "vip": true}"#)).as_deref(), Some("vip"));
+        assert_eq!(rule(login(r#"{"user": "ada"}"#)).as_deref(), Some("rules[0]"));
         assert_eq!(brief(&login(r#"{"user": "eve"}"#)), "401 default");
     }
 
@@ -2347,7 +2374,7 @@ mod tests {
             json!({"query": "query GetUser($id: ID!) { user(id: $id) { id name } }", "variables": {"id": "7"}}),
         );
         assert_eq!(body_json(&o), json!({"data": {"user": {"id": "7", "name": "Ada"}}}));
-        assert_eq!(&*o.matched.unwrap().pattern, "GetUser");
+        assert_eq!(&*e.matched(o.matched.unwrap()).unwrap().pattern, "GetUser");
         let o = gql(json!({"query": "query GetUser { user { id } }", "variables": {"id": "0"}}));
         assert_eq!(body_json(&o)["errors"][0]["message"], "not found");
         let o = gql(json!({"query": "mutation Anything { x }"}));

@@ -46,7 +46,7 @@ pub mod template;
 
 pub use condition::Condition;
 pub use engine::{
-    ApiLabels, Engine, Matched, NearMiss, Outcome, OutcomeKind, ProxyDirective, WsSend,
+    ApiLabels, Engine, MatchId, Matched, NearMiss, Outcome, OutcomeKind, ProxyDirective, WsSend,
 };
 pub use error::{Error, Result};
 pub use model::{

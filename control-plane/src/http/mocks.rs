@@ -92,7 +92,8 @@ fn count(
     counting: Option<crate::metrics::NativeRequest<'_>>,
 ) {
     let none = crate::analytics::none_ref();
-    let endpoint = counted.matched.as_ref().map_or(none, |m| &m.label);
+    let matched = counted.matched.zip(counted.engine.as_ref()).and_then(|(id, e)| e.matched(id));
+    let endpoint = matched.map_or(none, |m| &m.label);
     // As at the edge, requests are counted once an API answered them (not a slug that
     // names none).
     if let (Some(tally), Some(engine)) = (&state.tally, &counted.engine) {
@@ -242,7 +243,7 @@ struct Counted {
     /// The API that answered; `None` when no API has the slug.
     engine: Option<std::sync::Arc<edgemock_shared::Engine>>,
     /// The endpoint (or GraphQL operation) that matched.
-    matched: Option<std::sync::Arc<edgemock_shared::Matched>>,
+    matched: Option<edgemock_shared::MatchId>,
     /// What the analytics count besides status, latency and the response's size.
     sample: crate::analytics::Sample,
     /// The rate limit's verdict, for the headers of an answer the mock gave (not of a
