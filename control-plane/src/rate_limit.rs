@@ -13,6 +13,7 @@
 //! `-Remaining`, `-Reset`; answers under it carry the `X-RateLimit-*` headers too.
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use edgemock_shared::model::{PlanTier, WorkspaceRef};
@@ -143,21 +144,83 @@ impl Scope {
     }
 }
 
-/// Counters by scope and key for the current window.
+/// One key's count in its window, both in one word (the window's minute above, the count
+/// below), so that a request counts with one atomic update and no lock.
 #[derive(Debug, Default)]
+struct Window(AtomicU64);
+
+impl Window {
+    /// Counts one request in `minute` if fewer than `limit` were; whether it was counted,
+    /// and the window's count after.
+    fn take(&self, minute: u32, limit: u32) -> (bool, u32) {
+        let mut seen = self.0.load(Ordering::Relaxed);
+        loop {
+            let count = if (seen >> 32) as u32 == minute { seen as u32 } else { 0 };
+            if count >= limit {
+                return (false, count);
+            }
+            let next = (u64::from(minute) << 32) | u64::from(count + 1);
+            match self.0.compare_exchange_weak(seen, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return (true, count + 1),
+                Err(now) => seen = now,
+            }
+        }
+    }
+
+    fn is_of(&self, minute: u32) -> bool {
+        (self.0.load(Ordering::Relaxed) >> 32) as u32 == minute
+    }
+}
+
+/// The minute a window starts at, as [`Window`] keeps it (it wraps in the year 10,000; only
+/// equality matters).
+fn minute_of(window_ms: i64) -> u32 {
+    (window_ms / WINDOW_MS) as u32
+}
+
+/// Most keys of one scope a thread keeps in its [`Near`] copy; past that it starts again.
+const MAX_NEAR: usize = 256;
+
+/// A thread's references to the [`Window`]s it counted in, by scope and key: a request
+/// finds its key's counter without the limiter's lock (a lock every core takes is two
+/// writes to a line they share, and the map behind it more lines they read and write).
+/// It holds one limiter's keys (a process has one; tests several, which then take turns).
+#[derive(Default)]
+struct Near {
+    limiter: u64,
+    keys: [HashMap<String, Arc<Window>>; 2],
+}
+
+thread_local! {
+    static NEAR: std::cell::RefCell<Near> = std::cell::RefCell::default();
+}
+
+/// Counters by scope and key for the current window.
+#[derive(Debug)]
 pub struct Limiter {
+    /// This limiter's number, as [`Near`] copies name it.
+    id: u64,
     /// One map per [`Scope`] (its index), each behind its own lock: admin calls and mock
     /// traffic never wait for each other, and a key needs no prefix (no allocation per
-    /// request).
-    counts: [Mutex<HashMap<String, (i64, u32)>>; 2],
+    /// request). The lock is taken for a key a thread has not counted before; the count
+    /// itself is the [`Window`]'s.
+    counts: [Mutex<HashMap<String, Arc<Window>>>; 2],
     /// With `REDIS_URL`: the counts every replica shares.
     shared: Option<Arc<crate::redis::Redis>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Self::shared(None)
+    }
 }
 
 impl Limiter {
     /// A limiter that counts in `redis` while it answers, and here otherwise.
     pub fn shared(redis: Option<Arc<crate::redis::Redis>>) -> Self {
-        Self { counts: Default::default(), shared: redis }
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        Self { id, counts: Default::default(), shared: redis }
     }
 
     /// As [`Limiter::check`], but across replicas while Redis is configured and up; in this
@@ -196,31 +259,43 @@ impl Limiter {
             return None;
         }
         let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
-        let mut counts =
-            self.counts[scope as usize].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if counts.len() >= SWEEP_AT {
-            counts.retain(|_, (w, _)| *w == window);
-        }
-        // A key seen before costs no allocation (entry() would take an owned key every time).
-        if !counts.contains_key(key) {
-            counts.insert(key.to_owned(), (window, 0));
-        }
-        let entry = counts.get_mut(key)?;
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        let allowed = entry.1 < limit;
-        if allowed {
-            entry.1 += 1;
-        }
+        let minute = minute_of(window);
+        let (allowed, count) = NEAR.with_borrow_mut(|near| {
+            if near.limiter != self.id {
+                *near = Near { limiter: self.id, ..Near::default() };
+            }
+            let keys = &mut near.keys[scope as usize];
+            if let Some(counter) = keys.get(key) {
+                return counter.take(minute, limit);
+            }
+            if keys.len() >= MAX_NEAR {
+                keys.clear();
+            }
+            let counter = self.window(scope, key, minute);
+            let taken = counter.take(minute, limit);
+            keys.insert(key.to_owned(), counter);
+            taken
+        });
         let reset_ms = window + WINDOW_MS - now_ms;
         Some(Verdict {
             allowed,
             tier,
             limit,
-            remaining: limit.saturating_sub(entry.1),
+            remaining: limit.saturating_sub(count),
             reset_seconds: u64::try_from(reset_ms).unwrap_or_default().div_ceil(1000),
         })
+    }
+
+    /// The counter of `key` in `scope`, made if it has none.
+    fn window(&self, scope: Scope, key: &str, minute: u32) -> Arc<Window> {
+        let mut counts =
+            self.counts[scope as usize].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() >= SWEEP_AT {
+            // Kept: a counter of this window, and one a thread holds (it counts in it, so
+            // another for its key would split the count).
+            counts.retain(|_, counter| counter.is_of(minute) || Arc::strong_count(counter) > 1);
+        }
+        counts.entry(key.to_owned()).or_default().clone()
     }
 }
 
@@ -269,6 +344,53 @@ mod tests {
         assert!(limiter.check(W, "other", 2, "free", at + 2).unwrap().allowed);
         assert!(limiter.check(W, "k", 2, "free", at + 60_000).unwrap().allowed);
         assert!(limiter.check(W, "k", 0, "free", at).is_none());
+    }
+
+    /// Threads count in one window per key: exactly the limit is allowed, whichever thread
+    /// each request is on.
+    #[test]
+    fn threads_share_the_count() {
+        let limiter = std::sync::Arc::new(Limiter::default());
+        let at = 1_800_000_000_000_i64;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let limiter = limiter.clone();
+                std::thread::spawn(move || {
+                    (0..500)
+                        .filter(|_| limiter.check(W, "k", 1000, "free", at).unwrap().allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(allowed, 1000);
+        assert_eq!(limiter.check(W, "k", 1000, "free", at).unwrap().remaining, 0);
+    }
+
+    /// A sweep keeps the counter a thread holds: a thread that counts the key for the first
+    /// time after it must count in the same window, not in a new one of its own.
+    #[test]
+    fn a_sweep_keeps_counters_in_use() {
+        let limiter = std::sync::Arc::new(Limiter::default());
+        let at = 1_800_000_000_000_i64;
+        assert!(limiter.check(W, "k", 2, "free", at).unwrap().allowed);
+        let next = at + super::WINDOW_MS;
+        let on_other_thread = |f: Box<dyn FnOnce(&Limiter) + Send>| {
+            let limiter = limiter.clone();
+            std::thread::spawn(move || f(&limiter)).join().unwrap();
+        };
+        // Enough keys, in the next window, for a sweep.
+        on_other_thread(Box::new(move |l| {
+            for n in 0..super::SWEEP_AT + 1 {
+                l.check(W, &format!("spray-{n}"), 2, "free", next);
+            }
+        }));
+        assert!(limiter.check(W, "k", 2, "free", next).unwrap().allowed, "this thread, 1 of 2");
+        on_other_thread(Box::new(move |l| {
+            assert!(l.check(W, "k", 2, "free", next).unwrap().allowed, "another thread, 2 of 2");
+            assert!(!l.check(W, "k", 2, "free", next).unwrap().allowed, "3 of 2");
+        }));
+        assert!(!limiter.check(W, "k", 2, "free", next).unwrap().allowed);
     }
 
     #[tokio::test]
