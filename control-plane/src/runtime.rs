@@ -16,6 +16,11 @@
 //! arrive as announcements ([`crate::redis`]) that bump the generation, so they are served
 //! at once rather than after the TTL (which stays the bound while Redis is down).
 //!
+//! Each thread that answers requests keeps a copy of the entries it used ([`Near`]), valid
+//! for the generation it was made in and until the entry's own TTL: a request finds its
+//! API without the shared lock, and holds it through a reference count that only its
+//! thread writes ([`EngineRef`]).
+//!
 //! What the edge does around the engine, this does too: delays, proxying under the same
 //! policy (`PROXY_ALLOW_HTTP`, `PROXY_ALLOW_PRIVATE_NETWORKS`), deduplication
 //! (`DEDUP_TTL_SECONDS`, in this process's memory where the edge uses a location's cache),
@@ -45,6 +50,63 @@ const MAX_DEDUP_BODY_BYTES: usize = 256 * 1024;
 
 /// Longest proxy timeout an endpoint may ask for (as at the edge).
 pub const MAX_PROXY_TIMEOUT_MS: u32 = 30_000;
+
+/// A request's hold on a compiled API ([`Runtime::engine`]).
+///
+/// A clone of its thread's own reference to the engine ([`Near`]): the count a request
+/// increments and decrements is on a cache line only that thread writes. Clones of the one
+/// `Arc<Engine>` would move its count between cores twice per request, and every core
+/// answering the API would wait for it.
+#[derive(Debug, Clone)]
+// The extra allocation is the point: the outer count is this thread's own.
+#[allow(clippy::redundant_allocation)]
+pub struct EngineRef(Arc<Arc<Engine>>);
+
+impl EngineRef {
+    fn new(engine: Arc<Engine>) -> Self {
+        Self(Arc::new(engine))
+    }
+}
+
+impl std::ops::Deref for EngineRef {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
+}
+
+/// Most entries a thread keeps in its [`Near`] copy; past that it starts again.
+const MAX_NEAR: usize = 64;
+
+/// A thread's copy of the [`Runtime`] cache entries it used, with the thread's own
+/// [`EngineRef`]s: a request reads it without a lock (the shared cache's read lock is two
+/// atomic writes to one line that every core takes, per request).
+///
+/// It holds the entries of one runtime (a process has one; tests may have several, which
+/// then take turns) in one generation: a lookup in another generation empties it, so an
+/// API changed or deleted through this process is never served from it. An entry keeps
+/// the shared entry's load time, so it expires with it.
+#[derive(Default)]
+struct Near {
+    runtime: u64,
+    generation: u64,
+    entries: HashMap<String, (Option<EngineRef>, Instant)>,
+}
+
+impl Near {
+    /// Empties the copy unless it is `runtime`'s in `generation`.
+    fn align(&mut self, runtime: u64, generation: u64) {
+        if (self.runtime, self.generation) != (runtime, generation) {
+            self.entries.clear();
+            (self.runtime, self.generation) = (runtime, generation);
+        }
+    }
+}
+
+thread_local! {
+    static NEAR: std::cell::RefCell<Near> = std::cell::RefCell::default();
+}
 
 struct Cached {
     engine: Option<Arc<Engine>>,
@@ -90,6 +152,8 @@ struct Replays {
 /// The compiled-API cache and what serving needs.
 #[derive(Clone)]
 pub struct Runtime {
+    /// This cache's number, as [`Near`] copies name it (clones share the cache and the id).
+    id: u64,
     db: Db,
     cache: Arc<RwLock<HashMap<String, Cached>>>,
     /// A gate per slug being loaded: see [`Runtime::engine`].
@@ -135,7 +199,9 @@ impl Runtime {
             // forwarded credentials to a host the policy never checked.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        static IDS: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             db,
             cache: Arc::default(),
             loading: Arc::default(),
@@ -208,9 +274,10 @@ impl Runtime {
         replays.answers.insert(format!("{slug}:{key}"), (Instant::now(), kept));
     }
 
-    /// The compiled API published under `slug`, or `None` if there is none.
-    pub async fn engine(&self, slug: &str) -> Result<Option<Arc<Engine>>, LoadError> {
-        if let Some(hit) = self.fresh(slug) {
+    /// The compiled API published under `slug`, or `None` if there is none; `now` is when
+    /// the request arrived (an entry is current until its TTL has passed by then).
+    pub async fn engine(&self, slug: &str, now: Instant) -> Result<Option<EngineRef>, LoadError> {
+        if let Some(hit) = self.fresh(slug, now) {
             if let Some(metrics) = &self.metrics {
                 metrics.cache("engine", true);
             }
@@ -225,9 +292,9 @@ impl Runtime {
         // database's work and the memory of a cold start by the number of clients.
         let gate = Gate::enter(&self.loading, slug);
         let _turn = gate.lock.lock().await;
-        match self.fresh(slug) {
+        match self.fresh(slug, Instant::now()) {
             Some(engine) => Ok(engine),
-            None => self.load(slug).await,
+            None => Ok(self.load(slug).await?.map(EngineRef::new)),
         }
     }
 
@@ -236,12 +303,34 @@ impl Runtime {
     /// A std lock, not tokio's: every mock request takes it, nothing awaits while it is
     /// held, and tokio's read lock is a semaphore whose release also locks its waiter list,
     /// four atomic writes to lines both cores share for each request (against two).
-    fn fresh(&self, slug: &str) -> Option<Option<Arc<Engine>>> {
+    ///
+    /// This thread's copy first ([`Near`]); a shared entry found current is copied into it.
+    fn fresh(&self, slug: &str, now: Instant) -> Option<Option<EngineRef>> {
         let generation = self.generation.load(Ordering::Acquire);
-        let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let hit = cache.get(slug)?;
-        (hit.generation == generation && hit.loaded_at.elapsed() < self.ttl)
-            .then(|| hit.engine.clone())
+        let current = |loaded_at: Instant| now.saturating_duration_since(loaded_at) < self.ttl;
+        let near = NEAR.with_borrow_mut(|near| {
+            near.align(self.id, generation);
+            near.entries.get(slug).filter(|(_, at)| current(*at)).map(|(engine, _)| engine.clone())
+        });
+        if near.is_some() {
+            return near;
+        }
+        let (engine, loaded_at) = {
+            let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let hit = cache.get(slug)?;
+            if hit.generation != generation || !current(hit.loaded_at) {
+                return None;
+            }
+            (hit.engine.clone().map(EngineRef::new), hit.loaded_at)
+        };
+        NEAR.with_borrow_mut(|near| {
+            near.align(self.id, generation);
+            if near.entries.len() >= MAX_NEAR {
+                near.entries.clear();
+            }
+            near.entries.insert(slug.to_owned(), (engine.clone(), loaded_at));
+        });
+        Some(engine)
     }
 
     /// Reads `slug`'s API and compiles it (unless the cached engine is of its version), and
@@ -384,6 +473,8 @@ impl Runtime {
     /// endpoints and its replays (other replicas' copies go with their TTL).
     pub fn forget(&self, slug: &str) {
         self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(slug);
+        // Every thread's copy ([`Near`]) goes with the generation.
+        self.generation.fetch_add(1, Ordering::Release);
         let mut replays = self.replays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Keys are `{slug}:{key}`, and a slug has no `:`.
         let prefix = format!("{slug}:");
@@ -530,5 +621,76 @@ pub async fn respond(
             upstream
         }
         _ => outcome.response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn runtime(ttl: Duration) -> Runtime {
+        let db = db::open("sqlite::memory:", 1).await.unwrap();
+        let policy = ProxyPolicy { allow_http: false, allow_private: false };
+        Runtime::new(db, Arc::default(), ttl, Duration::ZERO, policy, 1000).unwrap()
+    }
+
+    /// The shared entry of `slug`, as a load leaves it ("no such API" here: the lookups
+    /// are the same for an engine).
+    fn load_absent(runtime: &Runtime, slug: &str) {
+        runtime.remember(slug, None, 0, runtime.generation.load(Ordering::Acquire));
+    }
+
+    fn drop_shared(runtime: &Runtime, slug: &str) {
+        runtime.cache.write().unwrap().remove(slug);
+    }
+
+    #[tokio::test]
+    async fn a_thread_answers_from_its_copy_until_the_generation_moves() {
+        let runtime = runtime(Duration::from_secs(60)).await;
+        load_absent(&runtime, "shop");
+        let now = Instant::now();
+        assert!(matches!(runtime.fresh("shop", now), Some(None)), "from the shared cache");
+        drop_shared(&runtime, "shop");
+        assert!(matches!(runtime.fresh("shop", now), Some(None)), "from this thread's copy");
+        // Another thread never looked it up: it has no copy.
+        let other = runtime.clone();
+        let elsewhere = std::thread::spawn(move || other.fresh("shop", now).is_none());
+        assert!(elsewhere.join().unwrap(), "another thread's lookup is a miss");
+        runtime.generation.fetch_add(1, Ordering::Release);
+        assert!(runtime.fresh("shop", now).is_none(), "a new generation empties the copy");
+    }
+
+    #[tokio::test]
+    async fn forgetting_an_api_reaches_every_threads_copy() {
+        let runtime = runtime(Duration::from_secs(60)).await;
+        load_absent(&runtime, "shop");
+        let now = Instant::now();
+        assert!(runtime.fresh("shop", now).is_some());
+        let other = runtime.clone();
+        std::thread::spawn(move || other.forget("shop")).join().unwrap();
+        assert!(runtime.fresh("shop", now).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_copy_expires_with_its_shared_entry() {
+        let ttl = Duration::from_secs(60);
+        let runtime = runtime(ttl).await;
+        load_absent(&runtime, "shop");
+        let now = Instant::now();
+        assert!(runtime.fresh("shop", now).is_some());
+        assert!(runtime.fresh("shop", now + ttl).is_none(), "past the TTL");
+    }
+
+    #[tokio::test]
+    async fn runtimes_on_one_thread_keep_apart() {
+        let (first, second) =
+            (runtime(Duration::from_secs(60)).await, runtime(Duration::from_secs(60)).await);
+        load_absent(&first, "shop");
+        let now = Instant::now();
+        assert!(first.fresh("shop", now).is_some());
+        assert!(second.fresh("shop", now).is_none(), "the other runtime's entry");
+        load_absent(&second, "shop");
+        drop_shared(&second, "shop");
+        assert!(second.fresh("shop", now).is_none(), "the first runtime's copy was not taken");
     }
 }

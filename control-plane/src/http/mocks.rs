@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::db::now_ms;
+use crate::runtime::EngineRef;
 
 const MOCK_PREFIX: &str = "/mock/";
 const GRAPHQL_PREFIX: &str = "/mock-graphql/";
@@ -76,7 +77,14 @@ pub async fn serve_native(state: &AppState, request: Request) -> Response {
     let arrived_ms = now_ms();
     let request_id = request_id_at(&parts.headers, arrived_ms);
     let counting = state.metrics.as_ref().map(|m| m.native_request(method, route));
-    let mut counted = Counted { arrived_ms, ..Counted::default() };
+    let mut counted = Counted {
+        arrived_ms,
+        started,
+        engine: None,
+        matched: None,
+        sample: crate::analytics::Sample::default(),
+        verdict: None,
+    };
     let response =
         answer(state, api, sub_path, protocol, (&parts, body), &request_id, &mut counted).await;
     count(state, &counted, &response, started.elapsed(), counting);
@@ -119,14 +127,15 @@ fn count(
     }
 }
 
-/// The compiled API published under `api`, as REST, GraphQL and WebSocket mocks all need it:
-/// a bad slug or no such API is the edge's 404 `api_not_found`, an API that cannot be
-/// loaded a 503.
+/// The compiled API published under `api`, as REST, GraphQL and WebSocket mocks all need it
+/// for a request that arrived at `arrived`: a bad slug or no such API is the edge's 404
+/// `api_not_found`, an API that cannot be loaded a 503.
 pub(super) async fn load(
     state: &AppState,
     api: &str,
+    arrived: std::time::Instant,
     request_id: &str,
-) -> Result<std::sync::Arc<edgemock_shared::Engine>, MockResponse> {
+) -> Result<EngineRef, MockResponse> {
     let not_found = || {
         error(
             404,
@@ -138,7 +147,7 @@ pub(super) async fn load(
     if validate_slug("apiSlug", api).is_err() {
         return Err(not_found());
     }
-    match state.runtime.engine(api).await {
+    match state.runtime.engine(api, arrived).await {
         Ok(Some(engine)) => Ok(engine),
         Ok(None) => Err(not_found()),
         Err(e) => {
@@ -236,12 +245,13 @@ pub(super) fn error(status: u16, code: &str, message: &str, extra: Value) -> Moc
 }
 
 /// What a mock answer is counted under, beyond the request itself.
-#[derive(Default)]
 struct Counted {
     /// When the request arrived (the engine's clock, and the analytics' minute).
     arrived_ms: i64,
+    /// The same moment on the monotonic clock (the cache's TTL, the latency).
+    started: std::time::Instant,
     /// The API that answered; `None` when no API has the slug.
-    engine: Option<std::sync::Arc<edgemock_shared::Engine>>,
+    engine: Option<EngineRef>,
     /// The endpoint (or GraphQL operation) that matched.
     matched: Option<edgemock_shared::MatchId>,
     /// What the analytics count besides status, latency and the response's size.
@@ -260,7 +270,7 @@ async fn answer(
     request_id: &str,
     counted: &mut Counted,
 ) -> MockResponse {
-    let engine = match load(state, api, request_id).await {
+    let engine = match load(state, api, counted.started, request_id).await {
         Ok(engine) => engine,
         Err(refusal) => return refusal,
     };

@@ -9,7 +9,6 @@
 //! for it. Those tasks live in `JoinSet`s owned by the connection's task, so they are all
 //! aborted when the connection ends, however it ends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::Response;
 use axum::routing::any;
-use edgemock_shared::{Engine, MockResponse, WsSend};
+use edgemock_shared::{MockResponse, WsSend};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -114,7 +113,7 @@ async fn accept(
     upgrade: Upgrade,
 ) -> Result<Response, MockResponse> {
     // The router's first layer put it there (the same id `connect` answers with).
-    let engine = load(state, api, &request_id(&headers)).await?;
+    let engine = load(state, api, std::time::Instant::now(), &request_id(&headers)).await?;
     // A handshake counts against the workspace's limit, as at the edge.
     limit(state, &engine, crate::db::now_ms()).await?;
     let Some(ws) = engine.websocket(&path) else {
@@ -178,7 +177,7 @@ async fn send_all(outbox: &mpsc::Sender<String>, messages: Vec<WsSend>) -> bool 
 /// Serves one connection to WebSocket mock `ws` of `engine` until either side closes it.
 async fn run(
     mut socket: WebSocket,
-    engine: Arc<Engine>,
+    engine: crate::runtime::EngineRef,
     ws: usize,
     handshake: edgemock_shared::Request<'static>,
 ) {
