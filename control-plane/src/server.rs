@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1::Builder;
 use hyper_util::rt::TokioIo;
@@ -56,7 +55,7 @@ pub async fn serve(
         let dispatch = Arc::new(dispatch.clone());
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let dispatch = dispatch.clone();
-            async move { Ok::<_, Infallible>(dispatch.handle(request.map(Body::new)).await) }
+            async move { Ok::<_, Infallible>(dispatch.handle(request).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let (stop, open) = (stop.child_token(), open_rx.clone());

@@ -12,14 +12,13 @@
 
 use std::borrow::Cow;
 
-use axum::body::Body;
-use axum::extract::Request;
+use axum::body::{Bytes, HttpBody};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use edgemock_shared::MockResponse;
 use edgemock_shared::engine::ERROR_HEADER;
 use edgemock_shared::model::validate_slug;
+use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -53,9 +52,18 @@ pub fn route_of(path: &str) -> Option<&'static str> {
     }
 }
 
+/// A mock answer: its bytes as they are (axum's `Body` would box them, an allocation and
+/// dynamic calls per answer).
+pub type Answer = axum::http::Response<Full<Bytes>>;
+
 /// Answers a mock request (a path [`is_mock_path`] accepts), with `x-request-id`, counted in
-/// `http_requests_*` under the route templates the router would have matched.
-pub async fn serve_native(state: &AppState, request: Request) -> Response {
+/// `http_requests_*` under the route templates the router would have matched. `B` is hyper's
+/// own body type (no box) or, with traces on, axum's.
+pub async fn serve_native<B>(state: &AppState, request: Request<B>) -> Answer
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let method = crate::metrics::method_label(parts.method.as_str());
@@ -261,15 +269,19 @@ struct Counted {
     verdict: Option<crate::rate_limit::Verdict>,
 }
 
-async fn answer(
+async fn answer<B>(
     state: &AppState,
     api: &str,
     path: &str,
     protocol: Protocol,
-    (parts, body): (&Parts, Body),
+    (parts, body): (&Parts, B),
     request_id: &str,
     counted: &mut Counted,
-) -> MockResponse {
+) -> MockResponse
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
     let engine = match load(state, api, counted.started, request_id).await {
         Ok(engine) => engine,
         Err(refusal) => return refusal,
@@ -282,15 +294,19 @@ async fn answer(
 }
 
 /// [`answer`], once the API is loaded.
-async fn answer_with(
+async fn answer_with<B>(
     state: &AppState,
     engine: &edgemock_shared::Engine,
     api: &str,
     path: &str,
     protocol: Protocol,
-    (parts, body): (&Parts, Body),
+    (parts, body): (&Parts, B),
     counted: &mut Counted,
-) -> MockResponse {
+) -> MockResponse
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
     let now_ms = counted.arrived_ms;
     let verdict = match limit(state, engine, now_ms).await {
         Ok(verdict) => verdict,
@@ -299,8 +315,8 @@ async fn answer_with(
     let body = if matches!(parts.method, Method::GET | Method::HEAD) {
         Vec::new()
     } else {
-        match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
-            Ok(bytes) => bytes.into(),
+        match Limited::new(body, super::MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes().into(),
             Err(_) => {
                 return error(
                     413,
@@ -415,13 +431,13 @@ pub(super) fn finish(
     mut response: MockResponse,
     request_id: String,
     verdict: Option<crate::rate_limit::Verdict>,
-) -> Response {
+) -> Answer {
     if response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(ERROR_HEADER)) {
         response.body = edgemock_shared::response::with_request_id(response.body, &request_id);
     }
     let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bodyless = matches!(response.status, 100..=199 | 204 | 205 | 304);
-    let mut out = Response::new(if bodyless { Body::empty() } else { Body::from(response.body) });
+    let mut out = Answer::new(Full::new(if bodyless { Bytes::new() } else { response.body }));
     *out.status_mut() = status;
     let headers = out.headers_mut();
     headers.reserve(response.headers.len() + 5);

@@ -195,6 +195,9 @@ pub fn router(state: AppState) -> Router {
 ///
 /// With traces on (`OTEL_EXPORTER_OTLP_ENDPOINT`), mock requests get their server span too:
 /// they pass through a router of their own that has only the span layer and the request id.
+/// What [`Dispatch`] answers with: a mock answer's bytes ([`mocks::Answer`]), or axum's body.
+pub type AnswerBody = http_body_util::Either<http_body_util::Full<Bytes>, axum::body::Body>;
+
 #[derive(Debug, Clone)]
 pub struct Dispatch {
     state: AppState,
@@ -219,20 +222,27 @@ impl Dispatch {
     }
 
     /// Answers one request: mock paths straight to the native runtime, the rest through the
-    /// router (with its layers).
-    pub async fn handle(&self, mut request: Request) -> axum::response::Response {
+    /// router (with its layers). A mock answer's body is its bytes, unboxed, and so is the
+    /// request's when it goes to the native runtime.
+    pub async fn handle(
+        &self,
+        request: axum::http::Request<hyper::body::Incoming>,
+    ) -> axum::http::Response<AnswerBody> {
+        use http_body_util::Either::{Left, Right};
         if let Some(traced) = &self.traced_mocks
             && let Some(route) = mocks::route_of(request.uri().path())
         {
+            let mut request = request.map(axum::body::Body::new);
             request.extensions_mut().insert(crate::telemetry::Route(route));
             let Ok(response) = tower_service::Service::call(&mut traced.clone(), request).await;
-            response
+            response.map(Right)
         } else if mocks::is_mock_path(request.uri().path()) {
-            mocks::serve_native(&self.state, request).await
+            mocks::serve_native(&self.state, request).await.map(Left)
         } else {
+            let request = request.map(axum::body::Body::new);
             let Ok(response) =
                 tower_service::Service::call(&mut self.router.clone(), request).await;
-            response
+            response.map(Right)
         }
     }
 }

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
@@ -97,7 +98,7 @@ async fn connect(
             }
             switching
         }
-        Err(refusal) => finish(refusal, request_id, None),
+        Err(refusal) => finish(refusal, request_id, None).map(Body::new),
     }
 }
 
