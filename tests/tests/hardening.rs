@@ -114,6 +114,36 @@ async fn own_answers_are_hardened_and_mock_answers_untouched() -> anyhow::Result
     cp.stop().await
 }
 
+/// The native runtime reads a mock request's body (hyper's own, unboxed) up to the limit the
+/// admin API has, 4 MiB; a larger one is the edge's JSON 413, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_request_bodies_are_read_up_to_the_limit() -> anyhow::Result<()> {
+    let dir = TempDir::new()?;
+    let cp = ControlPlane::start(&ControlPlane::sqlite_url(&dir), None).await?;
+    let (status, _) = cp.post("/api/v1/workspaces/default/apis", &json!({"slug": "b"})).await?;
+    assert_eq!(status, 201);
+    let echo = json!({"method": "POST", "path": "/echo",
+        "response": {"body": "{{ request.body | length }} bytes"}});
+    let (status, _) = cp.post("/api/v1/apis/b/endpoints", &echo).await?;
+    assert_eq!(status, 201);
+    let plain = reqwest::Client::new();
+    let post = |body: Vec<u8>| plain.post(format!("{}/mock/b/echo", cp.url)).body(body).send();
+    let limit = 4 * 1024 * 1024;
+    // Templates see bodies up to 1 MiB (the engine's limit for parsing); a larger one is
+    // still read, and answered.
+    let r = post(vec![b'a'; limit]).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await?, "0 bytes");
+    let r = post(vec![b'a'; limit + 1]).await?;
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await?;
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    assert!(body["error"]["request_id"].is_string(), "the request id is in the error: {body}");
+    let r = post(b"hello".to_vec()).await?;
+    assert_eq!(r.text().await?, "5 bytes");
+    cp.stop().await
+}
+
 /// A request past `REQUEST_TIMEOUT_MS` is a JSON 503, and its transaction is rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_is_a_json_503_and_stores_nothing() -> anyhow::Result<()> {
