@@ -1021,7 +1021,8 @@ pub struct Engine {
     /// Endpoints sharing one method and pattern, best first.
     groups: Vec<Vec<usize>>,
     by_method: BTreeMap<String, matchit::Router<usize>>,
-    any: matchit::Router<usize>,
+    /// `None` when no endpoint takes any method (most APIs): their requests skip a lookup.
+    any: Option<matchit::Router<usize>>,
     operations: Vec<CompiledOperation>,
     websockets: Vec<CompiledWebSocket>,
     ws_router: matchit::Router<usize>,
@@ -1042,7 +1043,7 @@ impl Engine {
         let mut group_of: HashMap<(String, String), usize> = HashMap::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut by_method: BTreeMap<String, matchit::Router<usize>> = BTreeMap::new();
-        let mut any = matchit::Router::new();
+        let mut any: Option<matchit::Router<usize>> = None;
         for (i, e) in snapshot.endpoints.iter().enumerate() {
             let at = |err: Error| err.within(&format!("endpoints[{i}]"));
             let compiled = compiler.endpoint(&e.id, &e.definition).map_err(at)?;
@@ -1053,7 +1054,7 @@ impl Engine {
             } else {
                 let g = groups.len();
                 let router = match &e.definition.method {
-                    MethodSpec::Any => &mut any,
+                    MethodSpec::Any => any.get_or_insert_with(matchit::Router::new),
                     MethodSpec::Method(m) => by_method.entry(m.clone()).or_default(),
                 };
                 router.insert(pattern, g).map_err(|err| {
@@ -1419,7 +1420,7 @@ impl Engine {
             // HEAD is answered by GET endpoints, as HTTP servers do.
             (method == "HEAD").then(|| self.by_method.get("GET").and_then(lookup)).flatten()
         });
-        let any = lookup(&self.any);
+        let any = self.any.as_ref().and_then(lookup);
         match (exact, any) {
             (Some((g, p)), Some((h, q))) => {
                 let mut out = Vec::new();
