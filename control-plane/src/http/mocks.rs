@@ -30,7 +30,7 @@ const GRAPHQL_PREFIX: &str = "/mock-graphql/";
 /// A constant name: a lookup by `&str` parses and hashes the name on every request.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Rest,
     Graphql,
@@ -44,11 +44,20 @@ pub fn is_mock_path(path: &str) -> bool {
 /// The route template a mock path is counted and traced under (as the router would name it);
 /// `None` for any other path.
 pub fn route_of(path: &str) -> Option<&'static str> {
+    split(path).map(|(route, ..)| route)
+}
+
+/// A mock path's route template ([`route_of`]), API slug, path below the API (`/` when
+/// absent; GraphQL's slug is all that follows its prefix) and protocol.
+fn split(path: &str) -> Option<(&'static str, &str, &str, Protocol)> {
     if let Some(rest) = path.strip_prefix(MOCK_PREFIX) {
-        let sub = rest.find('/').map_or("", |at| &rest[at..]);
-        Some(if sub.len() > 1 { "/mock/{api}/{*path}" } else { "/mock/{api}" })
+        let (slug, sub) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let route = if sub.len() > 1 { "/mock/{api}/{*path}" } else { "/mock/{api}" };
+        Some((route, slug, if sub.is_empty() { "/" } else { sub }, Protocol::Rest))
     } else {
-        path.starts_with(GRAPHQL_PREFIX).then_some("/mock-graphql/{api}")
+        let rest = path.strip_prefix(GRAPHQL_PREFIX)?;
+        let slug = rest.strip_suffix('/').unwrap_or(rest);
+        Some(("/mock-graphql/{api}", slug, "/", Protocol::Graphql))
     }
 }
 
@@ -67,19 +76,8 @@ where
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let method = crate::metrics::method_label(parts.method.as_str());
-    let path = parts.uri.path();
-    let route = route_of(path).unwrap_or("unmatched");
-    // `{prefix}{slug}{/rest}`, the rest `/` when absent; GraphQL's slug is all that follows.
-    let (api, sub_path, protocol) = match path.strip_prefix(MOCK_PREFIX) {
-        Some(rest) => {
-            let (slug, sub) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            (slug, if sub.is_empty() { "/" } else { sub }, Protocol::Rest)
-        }
-        None => {
-            let rest = path.strip_prefix(GRAPHQL_PREFIX).unwrap_or_default();
-            (rest.strip_suffix('/').unwrap_or(rest), "/", Protocol::Graphql)
-        }
-    };
+    let (route, api, sub_path, protocol) =
+        split(parts.uri.path()).unwrap_or(("unmatched", "", "/", Protocol::Graphql));
     // One reading of the clock for the request id, the rate limit's window, the engine and
     // the analytics' minute.
     let arrived_ms = now_ms();
@@ -490,7 +488,25 @@ pub(super) fn finish(
 mod tests {
     use edgemock_shared::MockResponse;
 
-    use super::finish;
+    use super::{Protocol, finish, split};
+
+    /// Paths split as the edge splits them (`edge/src/routes.rs`), and counted under the
+    /// router's templates.
+    #[test]
+    fn paths_split_as_the_edge_splits_them() {
+        let rest = |route, api, path| Some((route, api, path, Protocol::Rest));
+        let graphql = |api| Some(("/mock-graphql/{api}", api, "/", Protocol::Graphql));
+        assert_eq!(split("/mock/shop"), rest("/mock/{api}", "shop", "/"));
+        assert_eq!(split("/mock/shop/"), rest("/mock/{api}", "shop", "/"));
+        assert_eq!(split("/mock/shop/a/b"), rest("/mock/{api}/{*path}", "shop", "/a/b"));
+        assert_eq!(split("/mock/shop//"), rest("/mock/{api}/{*path}", "shop", "//"));
+        assert_eq!(split("/mock/"), rest("/mock/{api}", "", "/"));
+        assert_eq!(split("/mock-graphql/shop"), graphql("shop"));
+        assert_eq!(split("/mock-graphql/shop/"), graphql("shop"));
+        assert_eq!(split("/mock-graphql/"), graphql(""));
+        assert_eq!(split("/mocks/shop"), None);
+        assert_eq!(split("/api/v1/apis"), None);
+    }
 
     /// Every header reaches the wire with its value, whichever way it is converted: the
     /// engine's constant names and values, other borrowed ones, and a mock's own (in its
