@@ -151,11 +151,16 @@ struct Window(AtomicU64);
 
 impl Window {
     /// Counts one request in `minute` if fewer than `limit` were; whether it was counted,
-    /// and the window's count after.
+    /// and the window's count after. A request of a minute before the window's (one that
+    /// arrived before a minute turned and is counted after) counts in the window's minute:
+    /// starting its own would throw away the newer minute's count.
     fn take(&self, minute: u32, limit: u32) -> (bool, u32) {
         let mut seen = self.0.load(Ordering::Relaxed);
         loop {
-            let count = if (seen >> 32) as u32 == minute { seen as u32 } else { 0 };
+            let stored = (seen >> 32) as u32;
+            // Minutes compared as wrapping numbers: a stored one ahead is negative behind.
+            let minute = if (minute.wrapping_sub(stored) as i32) < 0 { stored } else { minute };
+            let count = if stored == minute { seen as u32 } else { 0 };
             if count >= limit {
                 return (false, count);
             }
@@ -293,7 +298,14 @@ impl Limiter {
         if counts.len() >= SWEEP_AT {
             // Kept: a counter of this window, and one a thread holds (it counts in it, so
             // another for its key would split the count).
-            counts.retain(|_, counter| counter.is_of(minute) || Arc::strong_count(counter) > 1);
+            // The holders first: with none (none can appear while the lock is held), the
+            // word is final, once the fence pairs with the last holder's release of it.
+            counts.retain(|_, counter| {
+                Arc::strong_count(counter) > 1 || {
+                    std::sync::atomic::fence(Ordering::Acquire);
+                    counter.is_of(minute)
+                }
+            });
         }
         counts.entry(key.to_owned()).or_default().clone()
     }
@@ -391,6 +403,18 @@ mod tests {
             assert!(!l.check(W, "k", 2, "free", next).unwrap().allowed, "3 of 2");
         }));
         assert!(!limiter.check(W, "k", 2, "free", next).unwrap().allowed);
+    }
+
+    /// A request that arrived before the minute turned, counted after a request of the new
+    /// minute, counts in the new minute and leaves its count.
+    #[test]
+    fn a_late_request_counts_in_the_newer_window() {
+        let limiter = Limiter::default();
+        let at = 1_800_000_000_000_i64 + super::WINDOW_MS;
+        assert_eq!(limiter.check(W, "k", 3, "free", at).unwrap().remaining, 2);
+        assert_eq!(limiter.check(W, "k", 3, "free", at - 1).unwrap().remaining, 1, "late");
+        assert_eq!(limiter.check(W, "k", 3, "free", at + 1).unwrap().remaining, 0);
+        assert!(!limiter.check(W, "k", 3, "free", at + 2).unwrap().allowed);
     }
 
     #[tokio::test]
