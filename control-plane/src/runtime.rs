@@ -86,7 +86,9 @@ const MAX_NEAR: usize = 64;
 /// It holds the entries of one runtime (a process has one; tests may have several, which
 /// then take turns) in one generation: a lookup in another generation empties it, so an
 /// API changed or deleted through this process is never served from it. An entry keeps
-/// the shared entry's load time, so it expires with it.
+/// the shared entry's load time, so it expires with it (and goes when a lookup finds it
+/// expired). A thread that stops answering keeps at most [`MAX_NEAR`] engines alive until
+/// its next lookup, beyond the shared cache's.
 #[derive(Default)]
 struct Near {
     runtime: u64,
@@ -310,7 +312,13 @@ impl Runtime {
         let current = |loaded_at: Instant| now.saturating_duration_since(loaded_at) < self.ttl;
         let near = NEAR.with_borrow_mut(|near| {
             near.align(self.id, generation);
-            near.entries.get(slug).filter(|(_, at)| current(*at)).map(|(engine, _)| engine.clone())
+            let (engine, loaded_at) = near.entries.get(slug)?;
+            if current(*loaded_at) {
+                return Some(engine.clone());
+            }
+            // Expired: the engine is not kept alive for a thread that may not ask again.
+            near.entries.remove(slug);
+            None
         });
         if near.is_some() {
             return near;
@@ -679,6 +687,8 @@ mod tests {
         let now = Instant::now();
         assert!(runtime.fresh("shop", now).is_some());
         assert!(runtime.fresh("shop", now + ttl).is_none(), "past the TTL");
+        let kept = NEAR.with_borrow(|near| near.entries.contains_key("shop"));
+        assert!(!kept, "an expired copy does not keep its engine");
     }
 
     #[tokio::test]
